@@ -1,0 +1,21 @@
+"""Helpers shared by the DAG files. Light imports only: DAG files are parsed often."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+DEFAULT_ARGS = {
+    "owner": "fbk",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
+
+
+def logical_ds(context) -> str:
+    """The partition a run works on: its logical date, or (manual runs without one) the day it ran."""
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return pendulum.instance(when).in_timezone("UTC").to_date_string()

@@ -1,0 +1,71 @@
+"""
+### feedback_ingest
+
+Nightly ingestion of new customer reviews, partitioned by logical date.
+
+1. **claim_files**: files dropped in `<data>/landing/` (or `landing/<source mapping>/`) are
+   moved to `landing/ds=<ds>/<mapping>/`; a re-run of the date processes the same files.
+2. **ingest**: each file is read (CSV/TSV/JSONL/Parquet; UTF-8, BOM, GB18030), mapped to the
+   canonical schema with its mapping from `include/sources/`, cleaned, PII-redacted and
+   validated by the Great Expectations suite `include/gx/curated_reviews_suite.json`.
+   Failing rows go to `quarantine/reviews/ds=<ds>/` with their reasons; the rest to
+   `curated/reviews/ds=<ds>/`; a ledger row per file (`ledger/ingest/`) reconciles the counts.
+   A file that cannot be read or fails a batch expectation fails this task with the reason.
+3. **publish**: emits the `curated_reviews` Asset with the partition and counts.
+
+Data Docs: `<data>/reports/gx/index.html`. Logic: `fbk_tasks.ingest.pipeline`
+(also runnable as `fbk ingest`).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset, dag, get_current_context, task
+
+from _common import DEFAULT_ARGS, START_DATE, logical_ds
+
+CURATED_REVIEWS = Asset("curated_reviews")
+
+
+@dag(
+    dag_id="feedback_ingest",
+    schedule="@daily",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["fbk", "ingest", "data-quality"],
+    doc_md=__doc__,
+)
+def feedback_ingest():
+    @task
+    def claim_files() -> list[str]:
+        from fbk_tasks.ingest.pipeline import claim_landed_files
+        from fbk_tasks.settings import load_settings
+
+        settings = load_settings()
+        files = claim_landed_files(settings, logical_ds(get_current_context()))
+        names = [str(p.relative_to(settings.landing_dir)) for p, _ in files]
+        print(f"{len(names)} file(s) claimed: {names}")
+        return names
+
+    @task
+    def ingest(files: list[str]) -> dict:
+        from fbk_tasks.ingest.pipeline import ingest_partition
+        from fbk_tasks.settings import load_settings
+
+        context = get_current_context()
+        report = ingest_partition(load_settings(), logical_ds(context), run_id=context["run_id"])
+        for f in report.files:
+            print(f"{f.source_file}: {f.status} read={f.rows_read} curated={f.rows_curated} quarantined={f.rows_quarantined} duplicates={f.rows_duplicate} reasons={f.reasons} pii={f.pii} {f.error or ''}")
+        return report.summary()
+
+    @task(outlets=[CURATED_REVIEWS])
+    def publish(summary: dict, *, outlet_events=None) -> dict:
+        outlet_events[CURATED_REVIEWS].extra = {k: v for k, v in summary.items() if k != "data_docs"}
+        print(f"curated_reviews updated: {summary}")
+        return summary
+
+    publish(ingest(claim_files()))
+
+
+feedback_ingest()

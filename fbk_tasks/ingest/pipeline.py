@@ -1,0 +1,425 @@
+"""Nightly ingestion of one logical date: landed files -> curated + quarantine + ledger.
+
+Layout (all under the data root):
+    landing/                      files dropped here (or in landing/<mapping>/) are claimed by
+                                  the next run and moved to landing/ds=<ds>/<mapping>/
+    curated/reviews/ds=<ds>/part-<file hash>.parquet
+    quarantine/reviews/ds=<ds>/part-<file hash>.parquet
+    ledger/ingest/ds=<ds>/<run id>-<file hash>.parquet      one row per file and run
+
+A file is identified by the SHA-256 of its bytes. It is ingested into exactly one logical
+date; the same bytes landing again are recorded as ``skipped``. Re-running a date processes
+the files claimed for that date again and rewrites the same outputs (each write atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from fbk_tasks.ingest.mapping import SourceMapping, choose_mapping, load_mappings
+from fbk_tasks.ingest.readers import FileRejected, read_file
+from fbk_tasks.ingest.transform import REASONS, Canonical, mark_duplicates, raw_records, to_canonical
+from fbk_tasks.ingest.validate import BatchRejected, run_gate, validation_frame
+from fbk_tasks.io import atomic
+from fbk_tasks.schema import CURATED_COLUMNS, CURATED_SCHEMA
+from fbk_tasks.settings import Settings
+from fbk_tasks.text.pii import PII_TYPES
+
+log = logging.getLogger(__name__)
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ds", pa.string()),
+        ("source", pa.string()),
+        ("source_file", pa.string()),
+        ("file_sha256", pa.string()),
+        ("status", pa.string()),  # ingested | failed | rejected | skipped
+        ("format", pa.string()),
+        ("encoding", pa.string()),
+        ("rows_read", pa.int64()),
+        ("rows_curated", pa.int64()),
+        ("rows_quarantined", pa.int64()),
+        ("rows_duplicate", pa.int64()),
+        *[(f"pii_{t.lower()}", pa.int64()) for t in PII_TYPES],
+        ("reasons", pa.string()),  # JSON: reason -> rows
+        ("error", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+QUARANTINE_STR_COLUMNS = [c for c in CURATED_COLUMNS if c not in ("row_number",)]
+
+
+class IngestError(RuntimeError):
+    """One or more files could not be ingested; the message lists each with its reason."""
+
+    def __init__(self, message: str, report: "IngestReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class FileReport:
+    source_file: str
+    source: str
+    file_sha256: str
+    status: str
+    rows_read: int = 0
+    rows_curated: int = 0
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+    pii: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    ds: str
+    run_id: str
+    files: list[FileReport] = field(default_factory=list)
+    docs_index: str | None = None
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files if f.status == "ingested")
+
+    @property
+    def rows_curated(self) -> int:
+        return sum(f.rows_curated for f in self.files if f.status == "ingested")
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files if f.status == "ingested")
+
+    def summary(self) -> dict:
+        return {
+            "ds": self.ds,
+            "run_id": self.run_id,
+            "files": len(self.files),
+            "files_ingested": sum(f.status == "ingested" for f in self.files),
+            "files_skipped": sum(f.status == "skipped" for f in self.files),
+            "files_failed": sum(f.status in ("failed", "rejected") for f in self.files),
+            "rows_read": self.rows_read,
+            "rows_curated": self.rows_curated,
+            "rows_quarantined": self.rows_quarantined,
+            "data_docs": self.docs_index,
+        }
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "file_reports": [asdict(f) for f in self.files]}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)[:120]
+
+
+def _validate_ds(ds: str) -> str:
+    try:
+        date.fromisoformat(ds)
+    except ValueError:
+        raise ValueError(f"logical date must be YYYY-MM-DD, got {ds!r}") from None
+    return ds
+
+
+# --- landing ---------------------------------------------------------------------------------
+def land_files(settings: Settings, files: list[Path], ds: str, source: str | None = None) -> list[Path]:
+    """Copy files into landing/ds=<ds>/<mapping>/ (atomically), as `fbk ingest` does."""
+    mappings = load_mappings(settings.ingest.sources_dir)
+    landed = []
+    for f in files:
+        f = Path(f)
+        if not f.is_file():
+            raise FileRejected(f"{f}: no such file")
+        mapping = choose_mapping(mappings, f.name, source)
+        dst = settings.landing_dir / f"ds={ds}" / mapping.name / f.name
+        if dst.exists() and file_sha256(dst) != file_sha256(f):
+            dst = dst.with_name(f"{f.stem}-{file_sha256(f)[:8]}{''.join(f.suffixes)}")
+        landed.append(atomic.copy_file(f, dst))
+    return landed
+
+
+def claim_landed_files(settings: Settings, ds: str) -> list[tuple[Path, SourceMapping]]:
+    """Move unclaimed files from landing/ (and landing/<mapping>/) into landing/ds=<ds>/<mapping>/;
+    return every file claimed for ds (sorted, so runs are deterministic)."""
+    mappings = load_mappings(settings.ingest.sources_dir)
+    landing = settings.landing_dir
+    landing.mkdir(parents=True, exist_ok=True)
+    target = landing / f"ds={ds}"
+    candidates: list[tuple[Path, str | None]] = [(p, None) for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for sub in landing.iterdir():
+        if sub.is_dir() and sub.name in mappings:
+            candidates += [(p, sub.name) for p in sub.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for path, explicit in sorted(candidates):
+        mapping = choose_mapping(mappings, path.name, explicit)
+        dst = target / mapping.name / path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            dst = dst.with_name(f"{path.stem}-{file_sha256(path)[:8]}{''.join(path.suffixes)}")
+        path.rename(dst)  # same file system: atomic
+    out = []
+    if target.exists():
+        for sub in sorted(p for p in target.iterdir() if p.is_dir()):
+            mapping = choose_mapping(mappings, "", sub.name) if sub.name in mappings else None
+            for path in sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith(".")):
+                if mapping is None:
+                    raise IngestError(f"{path}: folder '{sub.name}' names no source mapping in {settings.ingest.sources_dir}")
+                out.append((path, mapping))
+    return out
+
+
+# --- ledger ----------------------------------------------------------------------------------
+def read_ledger(settings: Settings) -> pd.DataFrame:
+    if not settings.ledger_dir.exists() or not any(settings.ledger_dir.rglob("*.parquet")):
+        return pd.DataFrame(columns=LEDGER_SCHEMA.names)
+    dataset = pads.dataset(settings.ledger_dir, format="parquet", partitioning="hive", schema=LEDGER_SCHEMA)
+    return dataset.to_table().to_pandas()
+
+
+def _ledger_row(report: FileReport, *, ds: str, run_id: str, fmt: str, encoding: str, ingested_at, started, finished) -> dict:
+    row = {
+        "run_id": run_id,
+        "ds": ds,
+        "source": report.source,
+        "source_file": report.source_file,
+        "file_sha256": report.file_sha256,
+        "status": report.status,
+        "format": fmt,
+        "encoding": encoding,
+        "rows_read": report.rows_read,
+        "rows_curated": report.rows_curated,
+        "rows_quarantined": report.rows_quarantined,
+        "rows_duplicate": report.rows_duplicate,
+        "reasons": json.dumps(report.reasons, sort_keys=True),
+        "error": report.error,
+        "ingested_at": ingested_at,
+        "started_at": started,
+        "finished_at": finished,
+    }
+    for t in PII_TYPES:
+        row[f"pii_{t.lower()}"] = int(report.pii.get(t, 0))
+    return row
+
+
+def _write_ledger(settings: Settings, row: dict) -> None:
+    table = pa.Table.from_pylist([row], schema=LEDGER_SCHEMA).drop_columns(["ds"])
+    path = settings.ledger_dir / f"ds={row['ds']}" / f"{_safe(row['run_id'])}-{row['file_sha256'][:16]}.parquet"
+    atomic.write_parquet(table, path)
+
+
+# --- history for duplicate detection ---------------------------------------------------------
+def _history(settings: Settings, ds: str) -> tuple[set[str], set[str]]:
+    """review_ids of every curated partition before ds, and (product, normalised text) keys of
+    the partitions inside the dedup window."""
+    from fbk_tasks.text.clean import normalize_for_dedup
+
+    ids: set[str] = set()
+    keys: set[str] = set()
+    root = settings.curated_dir
+    if not root.exists():
+        return ids, keys
+    day = date.fromisoformat(ds)
+    window_start = (day - timedelta(days=settings.ingest.dedup_window_days)).isoformat()
+    for part in sorted(root.glob("ds=*")):
+        pds = part.name[3:]
+        if pds >= ds or not any(part.glob("*.parquet")):
+            continue
+        cols = ["review_id"] if pds < window_start else ["review_id", "product_id", "product_name", "product_category", "source", "text"]
+        t = pads.dataset(part, format="parquet").to_table(columns=cols)
+        ids.update(t["review_id"].to_pylist())
+        if len(cols) > 1:
+            f = t.to_pandas()
+            product = f["product_id"].fillna(f["product_name"]).fillna(f["product_category"]).fillna(f["source"])
+            norm = pd.Series(normalize_for_dedup(t["text"]).to_pylist(), dtype=object)
+            keys.update((product.astype(str) + "\x1f" + norm).tolist())
+    return ids, keys
+
+
+# --- one file --------------------------------------------------------------------------------
+def _malformed_rows(canon: Canonical, mapping: SourceMapping, source_file: str, ds: str, ingested_at) -> None:
+    """Append rows the parser could not split, as rows with no fields, flagged malformed_row."""
+    if not canon.malformed:
+        return
+    n0 = len(canon.frame)
+    extra = pd.DataFrame(
+        {
+            "review_id": [hashlib.blake2b(raw.encode("utf-8"), digest_size=10).hexdigest() for _, raw, _ in canon.malformed],
+            "text": [None] * len(canon.malformed),
+            "source": mapping.name,
+            "source_file": source_file,
+            "row_number": [num if num > 0 else None for num, _, _ in canon.malformed],
+            "ds": ds,
+            "raw_record": [json.dumps({"_raw_line": raw, "_parser": why}, ensure_ascii=False) for _, raw, why in canon.malformed],
+            "language": "other",
+        }
+    )
+    extra["ingested_at"] = canon.frame["ingested_at"].iloc[0] if n0 else pd.Timestamp(ingested_at)
+    canon.frame = pd.concat([canon.frame, extra], ignore_index=True)
+    k = len(extra)
+    for name in list(canon.masks):
+        canon.masks[name] = np.concatenate([canon.masks[name], np.zeros(k, dtype=bool)])
+    canon.masks["malformed_row"] = np.concatenate([np.zeros(n0, dtype=bool), np.ones(k, dtype=bool)])
+
+
+def _curated_table(frame: pd.DataFrame) -> pa.Table:
+    out = frame[CURATED_COLUMNS].copy()
+    out["rating"] = out["rating"].astype("Int8")
+    out["row_number"] = out["row_number"].astype("int64")
+    return pa.Table.from_pandas(out, schema=CURATED_SCHEMA, preserve_index=False)
+
+
+def _quarantine_table(frame: pd.DataFrame, reasons: pd.Series, raw: list[str]) -> pa.Table:
+    out = pd.DataFrame(index=frame.index)
+    for c in QUARANTINE_STR_COLUMNS:
+        col = frame[c] if c in frame else pd.Series([None] * len(frame), index=frame.index)
+        out[c] = col.astype(object).where(col.notna(), None).map(lambda v: None if v is None else str(v))
+    # the original values, not the parsed ones, are what a person needs to fix a row
+    out["rating"] = frame["raw_rating"].where(frame["raw_rating"].notna(), None) if "raw_rating" in frame else None
+    out["created_at"] = frame["raw_created_at"].where(frame["raw_created_at"].notna(), None) if "raw_created_at" in frame else None
+    out["row_number"] = frame["row_number"].astype("Int64")
+    out["reason"] = reasons
+    out["raw_record"] = raw
+    schema = pa.schema([(c, pa.string()) for c in QUARANTINE_STR_COLUMNS] + [("row_number", pa.int64()), ("reason", pa.string()), ("raw_record", pa.string())])
+    return pa.Table.from_pandas(out[schema.names], schema=schema, preserve_index=False)
+
+
+def ingest_file(
+    settings: Settings,
+    path: Path,
+    mapping: SourceMapping,
+    *,
+    ds: str,
+    sha: str,
+    ingested_at: datetime,
+    seen_ids: set[str],
+    seen_keys: set[str],
+    now: datetime,
+) -> tuple[FileReport, str, str]:
+    """Ingest one claimed file; return (report, format, encoding). Writes curated and quarantine."""
+    rel = str(path.relative_to(settings.landing_dir))
+    report = FileReport(source_file=rel, source=mapping.name, file_sha256=sha, status="ingested")
+    read = read_file(path, mapping.format, mapping.encoding)
+    canon = to_canonical(read, mapping, settings.ingest, source_file=rel, ds=ds, ingested_at=ingested_at, now=now)
+    _malformed_rows(canon, mapping, rel, ds, ingested_at)
+    canon.masks.setdefault("malformed_row", np.zeros(len(canon.frame), dtype=bool))
+    if canon.masks["malformed_row"].any():  # no text at all
+        canon.masks["text_empty"] = canon.masks["text_empty"] | canon.masks["malformed_row"]
+    mark_duplicates(canon, seen_ids, seen_keys)
+
+    vframe = validation_frame(canon.frame, canon.masks, [c for c in CURATED_COLUMNS])
+    gate = run_gate(
+        settings,
+        vframe,
+        batch_name=f"{ds}-{Path(rel).name}",
+        now=now,
+        masks=canon.masks,
+        max_quarantine_share=mapping.max_quarantine_share,
+        max_duplicate_share=mapping.max_duplicate_share,
+    )
+
+    quarantined = canon.quarantined()
+    reasons = canon.reasons()
+    report.rows_read = read.rows_read
+    report.rows_quarantined = int(quarantined.sum())
+    report.rows_curated = int((~quarantined).sum())
+    report.rows_duplicate = int(canon.masks["duplicate"].sum())
+    report.pii = canon.pii_counts
+    report.reasons = {name: int(canon.masks[name].sum()) for name in REASONS if name in canon.masks and canon.masks[name].any()}
+    if report.rows_read != report.rows_curated + report.rows_quarantined:
+        raise IngestError(f"{rel}: counts do not reconcile: read {report.rows_read} != curated {report.rows_curated} + quarantined {report.rows_quarantined}")
+    if not gate.success:
+        raise BatchRejected(f"{rel}: data-quality gate failed: " + "; ".join(gate.batch_failures) + f" (rows read {report.rows_read}, quarantined {report.rows_quarantined}, duplicates {report.rows_duplicate})")
+
+    part = f"part-{sha[:16]}.parquet"
+    curated_path = settings.curated_dir / f"ds={ds}" / part
+    quarantine_path = settings.quarantine_dir / f"ds={ds}" / part
+    atomic.write_parquet(_curated_table(canon.frame[~quarantined]), curated_path)
+    if quarantined.any():
+        positions = np.flatnonzero(quarantined)
+        parsed = positions[positions < canon.source.num_rows]
+        raw = raw_records(canon.source, parsed)
+        if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
+            raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
+        atomic.write_parquet(_quarantine_table(canon.frame[quarantined], reasons[quarantined], raw), quarantine_path)
+    else:
+        quarantine_path.unlink(missing_ok=True)
+    return report, read.format, read.encoding
+
+
+# --- one logical date ------------------------------------------------------------------------
+def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now: datetime | None = None) -> IngestReport:
+    """Ingest every file claimed for ``ds``. Raises IngestError listing the files that failed
+    (the others are ingested and recorded)."""
+    _validate_ds(ds)
+    now = now or datetime.now(timezone.utc)
+    run_id = run_id or f"manual__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
+    files = claim_landed_files(settings, ds)
+    ledger = read_ledger(settings)
+    done = ledger[ledger["status"] == "ingested"] if len(ledger) else ledger
+    seen_ids, seen_keys = _history(settings, ds)
+    report = IngestReport(ds=ds, run_id=run_id)
+    errors: list[str] = []
+    live_parts: set[str] = set()
+
+    for path, mapping in files:
+        started = datetime.now(timezone.utc)
+        sha = file_sha256(path)
+        rel = str(path.relative_to(settings.landing_dir))
+        prior = done[done["file_sha256"] == sha] if len(done) else done
+        other_days = prior[prior["ds"].astype(str) != ds] if len(prior) else prior
+        fmt = enc = None
+        if len(other_days):
+            fr = FileReport(rel, mapping.name, sha, "skipped", error=f"same content already ingested for ds={other_days['ds'].iloc[0]} ({other_days['source_file'].iloc[0]})")
+            ingested_at = None
+        else:
+            # a re-run keeps the first ingestion time, so outputs are reproduced exactly
+            same_day = prior[prior["ds"].astype(str) == ds] if len(prior) else prior
+            ingested_at = pd.Timestamp(same_day["ingested_at"].min()).to_pydatetime() if len(same_day) else now
+            try:
+                fr, fmt, enc = ingest_file(settings, path, mapping, ds=ds, sha=sha, ingested_at=ingested_at, seen_ids=seen_ids, seen_keys=seen_keys, now=now)
+                live_parts.add(f"part-{sha[:16]}.parquet")
+            except FileRejected as exc:
+                fr = FileReport(rel, mapping.name, sha, "rejected", error=str(exc))
+            except BatchRejected as exc:
+                fr = FileReport(rel, mapping.name, sha, "failed", error=str(exc))
+        if fr.status in ("rejected", "failed"):
+            errors.append(f"{rel} [{fr.status}]: {fr.error}")
+            log.error("%s [%s]: %s", rel, fr.status, fr.error)
+        else:
+            log.info("%s: %s read=%d curated=%d quarantined=%d duplicates=%d pii=%s", rel, fr.status, fr.rows_read, fr.rows_curated, fr.rows_quarantined, fr.rows_duplicate, fr.pii)
+        report.files.append(fr)
+        _write_ledger(settings, _ledger_row(fr, ds=ds, run_id=run_id, fmt=fmt, encoding=enc, ingested_at=ingested_at, started=started, finished=datetime.now(timezone.utc)))
+
+    # parts left from files that are no longer claimed for this date (never expected; kept honest)
+    for root in (settings.curated_dir, settings.quarantine_dir):
+        for stale in (root / f"ds={ds}").glob("part-*.parquet") if (root / f"ds={ds}").exists() else []:
+            if stale.name not in live_parts and not any(f.status == "failed" and stale.name == f"part-{f.file_sha256[:16]}.parquet" for f in report.files):
+                stale.unlink()
+    docs = settings.reports_dir / "gx" / "index.html"
+    report.docs_index = str(docs) if docs.exists() else None
+    if errors:
+        raise IngestError(f"ds={ds}: {len(errors)} of {len(files)} file(s) not ingested:\n  " + "\n  ".join(errors), report)
+    return report
+

@@ -1,0 +1,212 @@
+"""Read one landed file (CSV, TSV, JSON Lines, Parquet; UTF-8, UTF-8 with BOM, GB18030) into
+a table of strings, one row per source record, losing nothing.
+
+Records the parser cannot split into fields (a CSV line with the wrong number of fields, a
+JSON line that does not parse) come back as ``malformed`` rows with their raw text, so the
+caller can quarantine them. A file that cannot be read at all raises :class:`FileRejected`
+with a message that says why.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+ROW_NUMBER = "__row_number"
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_DELIMITERS = [",", "\t", ";", "|"]
+# A UTF-8 file with a few bad bytes is read with U+FFFD in their place (those rows are then
+# quarantined as invalid_encoding); beyond this share the file is not UTF-8 at all.
+_MAX_BAD_UTF8_SHARE = 0.001
+
+
+class FileRejected(ValueError):
+    """The file cannot be ingested at all; the message says why."""
+
+
+@dataclass
+class ReadResult:
+    table: pa.Table  # all columns string, plus ROW_NUMBER (int64, 1-based data row number)
+    malformed: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, raw text, reason)
+    encoding: str = "utf-8"
+    format: str = "csv"
+    invalid_utf8_rows: int = 0
+
+    @property
+    def rows_read(self) -> int:
+        return self.table.num_rows + len(self.malformed)
+
+
+def detect_format(path: Path, declared: str = "auto") -> str:
+    if declared != "auto":
+        return declared
+    suffixes = [s.lower() for s in path.suffixes]
+    for suffix in reversed(suffixes):
+        if suffix in FORMATS:
+            return FORMATS[suffix]
+    raise FileRejected(f"{path.name}: unknown file type {''.join(suffixes) or '(none)'}; expected .csv, .tsv, .jsonl or .parquet")
+
+
+def _decompress(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise FileRejected(f"{path.name}: corrupt gzip stream ({exc})") from None
+    return data
+
+
+def decode(data: bytes, name: str, declared: str = "auto") -> tuple[str, str]:
+    """Bytes to text: (text, encoding used). UTF-8 (with or without BOM) first, then GB18030."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        if declared == "auto":
+            declared = "utf-8"
+    if declared in ("auto", "utf-8"):
+        try:
+            return data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    replaced = data.decode("utf-8", errors="replace")
+    if declared == "utf-8":
+        return replaced, "utf-8 (invalid bytes replaced)"
+    # Not clean UTF-8: a GBK/GB18030 export (almost every non-ASCII byte breaks UTF-8), or a
+    # UTF-8 file with a few corrupt bytes (those rows are quarantined as invalid_encoding).
+    bad = replaced.count("\ufffd")
+    non_ascii = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) > 0x7F))
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        if declared == "auto" and bad <= max(8, len(data) // 1000):
+            return replaced, "utf-8 (invalid bytes replaced)"
+        raise FileRejected(
+            f"{name}: not valid UTF-8 and not GB18030 (first bad byte at offset {exc.start}); re-export the file as UTF-8"
+        ) from None
+    if declared == "auto" and non_ascii and bad / non_ascii < 0.05:
+        return replaced, "utf-8 (invalid bytes replaced)"
+    return text, "gb18030"
+
+
+def _sniff_delimiter(header: str, fmt: str) -> str:
+    if fmt == "tsv":
+        return "\t"
+    counts = {d: header.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _read_delimited(text: str, name: str, fmt: str) -> ReadResult:
+    if not text.strip():
+        raise FileRejected(f"{name}: the file has no header row (it is empty or whitespace only)")
+    first_line = text.split("\n", 1)[0]
+    delimiter = _sniff_delimiter(first_line, fmt)
+    header = next(csv.reader([first_line], delimiter=delimiter))
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise FileRejected(f"{name}: duplicate column names in the header: {dupes}")
+    malformed: list[tuple[int, str, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        # row.number is the 1-based line number in the file (header is line 1)
+        malformed.append((int(row.number or 0), row.text, f"malformed_row (expected {row.expected_columns} fields, got {row.actual_columns})"))
+        return "skip"
+
+    data = text.encode("utf-8")
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise FileRejected(f"{name}: cannot parse as {fmt} ({exc})") from None
+    # row_number is the 1-based position among parsed records (line numbers differ when quoted
+    # fields span lines); malformed rows carry the parser's row number instead.
+    table = table.append_column(ROW_NUMBER, pa.array(range(1, table.num_rows + 1), pa.int64()))
+    return ReadResult(table=table, malformed=malformed, format=fmt)
+
+
+def _read_jsonl(text: str, name: str) -> ReadResult:
+    records: list[dict[str, str | None]] = []
+    numbers: list[int] = []
+    malformed: list[tuple[int, str, str]] = []
+    columns: dict[str, None] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            malformed.append((lineno, line, f"malformed_json ({exc.msg})"))
+            continue
+        if not isinstance(obj, dict):
+            malformed.append((lineno, line, "malformed_json (not an object)"))
+            continue
+        rec = {str(k): (None if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in obj.items()}
+        columns.update(dict.fromkeys(rec))
+        records.append(rec)
+        numbers.append(lineno)
+    if not records and not malformed:
+        raise FileRejected(f"{name}: the file holds no JSON records")
+    table = pa.table({c: pa.array([r.get(c) for r in records], pa.string()) for c in columns})
+    table = table.append_column(ROW_NUMBER, pa.array(numbers, pa.int64()))
+    return ReadResult(table=table, malformed=malformed, format="jsonl")
+
+
+def _read_parquet(path: Path) -> ReadResult:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileRejected(f"{path.name}: not a readable Parquet file ({exc}); it may be truncated") from None
+    cols = {}
+    for name in table.column_names:
+        col = table[name]
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            cols[name] = col.cast(pa.string())
+        elif pa.types.is_timestamp(col.type):
+            cols[name] = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z" if col.type.tz else "%Y-%m-%dT%H:%M:%S")
+        elif pa.types.is_nested(col.type):
+            cols[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in col.to_pylist()], pa.string())
+        else:
+            cols[name] = col.cast(pa.string())
+    out = pa.table(cols) if cols else pa.table({})
+    out = out.append_column(ROW_NUMBER, pa.array(range(1, table.num_rows + 1), pa.int64()))
+    return ReadResult(table=out, format="parquet", encoding="binary")
+
+
+def read_file(path: Path, fmt: str = "auto", encoding: str = "auto") -> ReadResult:
+    """Read ``path`` into strings; raise FileRejected with a reason when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileRejected(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise FileRejected(f"{path.name}: zero-byte file")
+    fmt = detect_format(path if path.suffix.lower() != ".gz" else path.with_suffix(""), fmt)
+    if fmt == "parquet":
+        return _read_parquet(path)
+    text, used = decode(_decompress(path), path.name, encoding)
+    if "\x00" in text:
+        # NUL bytes break C parsers; they are never part of a review. Counted by the caller
+        # through the cleaning step (control characters are stripped there).
+        text = text.replace("\x00", "")
+    result = _read_jsonl(text, path.name) if fmt == "jsonl" else _read_delimited(text, path.name, fmt)
+    result.encoding = used
+    if used.startswith("utf-8 (invalid"):
+        result.invalid_utf8_rows = -1  # the caller marks rows containing U+FFFD
+    return result

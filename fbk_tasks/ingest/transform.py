@@ -1,0 +1,251 @@
+"""Map a read file onto the canonical schema, clean and redact it, and decide per row
+whether it is curated or quarantined (with every reason that applies).
+
+Pure functions on in-memory tables: no I/O here, so they test on tiny frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fbk_tasks.ingest.mapping import MAPPED_FIELDS, SourceMapping
+from fbk_tasks.ingest.readers import ROW_NUMBER, FileRejected, ReadResult
+from fbk_tasks.settings import IngestSettings
+from fbk_tasks.text.clean import clean_and_redact, normalize_for_dedup
+from fbk_tasks.text.lang import detect_language
+from fbk_tasks.text.pii import PII_TYPES
+
+# Row-level reasons, in the order they are listed in `reason`.
+REASONS = (
+    "malformed_row",
+    "invalid_encoding",
+    "text_empty",
+    "text_too_short",
+    "text_too_long",
+    "rating_invalid",
+    "rating_out_of_range",
+    "timestamp_unparseable",
+    "timestamp_in_future",
+    "language_unknown",
+    "duplicate",
+)
+
+
+@dataclass
+class Canonical:
+    """A file mapped to canonical columns, with one boolean mask per reason."""
+
+    frame: pd.DataFrame  # canonical columns + row_number + raw values + dedup_key
+    source: pa.Table | None = None  # the file as read, for the quarantine's raw_record
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    pii_counts: dict[str, int] = field(default_factory=dict)
+    malformed: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def reasons(self) -> pd.Series:
+        """Semicolon-joined reasons per row ('' when the row is clean)."""
+        out = pd.Series([""] * len(self.frame), index=self.frame.index, dtype=object)
+        for name in REASONS:
+            mask = self.masks.get(name)
+            if mask is None or not mask.any():
+                continue
+            sel = pd.Series(mask, index=self.frame.index)
+            out[sel] = np.where(out[sel] == "", name, out[sel] + ";" + name)
+        return out
+
+    def quarantined(self) -> np.ndarray:
+        mask = np.zeros(len(self.frame), dtype=bool)
+        for m in self.masks.values():
+            mask |= m
+        return mask
+
+
+def _col(table: pa.Table, name: str | None) -> pa.ChunkedArray | None:
+    if name and name in table.column_names:
+        return table[name]
+    return None
+
+
+def _strip_or_null(arr: pa.ChunkedArray | None, n: int) -> pd.Series:
+    if arr is None:
+        return pd.Series([None] * n, dtype=object)
+    s = pc.utf8_trim_whitespace(arr)
+    s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+    return pd.Series(s.to_pylist(), dtype=object)
+
+
+def content_ids(table: pa.Table, source: str) -> pd.Series:
+    """Stable id from the row's content: blake2b over the source name and every source column."""
+    cols = [c for c in table.column_names if c != ROW_NUMBER]
+    values = [table[c].to_pylist() for c in cols]
+    prefix = source.encode() + b"\x1e"
+    out = []
+    for row in zip(*values):
+        h = hashlib.blake2b(prefix, digest_size=10)
+        h.update("\x1f".join("" if v is None else v for v in row).encode("utf-8"))
+        out.append(h.hexdigest())
+    return pd.Series(out, dtype=object)
+
+
+def parse_ratings(raw: pd.Series, scale: int) -> tuple[pd.Series, np.ndarray, np.ndarray, pd.Series]:
+    """(rating Int8 nullable, invalid mask, out-of-range mask, the parsed number). Only numbers are ratings:
+    'five' is invalid, not guessed."""
+    text = raw.astype("string").str.strip()
+    num = pd.to_numeric(text, errors="coerce")
+    present = text.notna() & (text != "")
+    invalid = (present & (num.isna() | (num != np.floor(num)))).to_numpy(dtype=bool)
+    if scale != 5:
+        num = np.ceil(num * 5 / scale)
+    out_of_range = (present & num.notna() & ((num < 1) | (num > 5))).to_numpy(dtype=bool) & ~invalid
+    rating = num.where(~(invalid | out_of_range)).astype("Int8")
+    return rating, invalid, out_of_range, num.astype(float)
+
+
+def parse_timestamps(raw: pd.Series, fmt: str | None) -> tuple[pd.Series, np.ndarray]:
+    """(UTC timestamps, unparseable mask). Empty values are null, not unparseable."""
+    text = raw.astype("string").str.strip()
+    present = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    if fmt:
+        ts = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    else:
+        ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        retry = ts.isna().to_numpy() & present
+        if retry.any():  # other common layouts, e.g. '2017-07-18 23:52:58' or '03/15/2024'
+            ts[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=True)
+    ts = ts.astype("datetime64[us, UTC]")
+    unparseable = present & ts.isna().to_numpy()
+    return ts, unparseable
+
+
+def to_canonical(
+    read: ReadResult,
+    mapping: SourceMapping,
+    cfg: IngestSettings,
+    *,
+    source_file: str,
+    ds: str,
+    ingested_at: datetime,
+    now: datetime | None = None,
+) -> Canonical:
+    """Map, clean, redact and check every row of one file."""
+    table = read.table
+    n = table.num_rows
+    missing = [c for c in mapping.required_columns() if c not in table.column_names]
+    if missing:
+        raise FileRejected(
+            f"{source_file}: missing required column(s) {missing} for source mapping '{mapping.name}'; "
+            f"the file has {[c for c in table.column_names if c != ROW_NUMBER]}"
+        )
+    cols = mapping.source_columns()
+    frame = pd.DataFrame(index=pd.RangeIndex(n))
+
+    # ids
+    id_col = _col(table, cols.get("review_id"))
+    if mapping.id_from_content is True or (mapping.id_from_content == "if_missing" and id_col is None):
+        frame["review_id"] = content_ids(table, mapping.name)
+    else:
+        frame["review_id"] = _strip_or_null(id_col, n)
+        missing_id = frame["review_id"].isna()
+        if missing_id.any():  # an id column with holes: fill those from content, never drop
+            frame.loc[missing_id, "review_id"] = content_ids(table.filter(pa.array(missing_id.to_numpy())), mapping.name).to_numpy()
+
+    for name in ("product_id", "product_name", "product_category"):
+        frame[name] = _strip_or_null(_col(table, cols.get(name)), n)
+        if name in mapping.constants:
+            frame[name] = frame[name].fillna(mapping.constants[name])
+
+    # text and title: clean, then redact personal data (counts kept per type)
+    text_arr = _col(table, cols.get("text"))
+    cleaned = clean_and_redact(text_arr)
+    frame["text"] = cleaned.text.to_pandas().astype(object)
+    pii = dict(cleaned.counts)
+    title_arr = _col(table, cols.get("title"))
+    if title_arr is not None:
+        title = clean_and_redact(title_arr)
+        frame["title"] = title.text.to_pandas().astype(object).replace("", None)
+        for k, v in title.counts.items():
+            pii[k] = pii.get(k, 0) + v
+    else:
+        frame["title"] = pd.Series([None] * n, dtype=object)
+
+    raw_rating = _strip_or_null(_col(table, cols.get("rating")), n)
+    frame["rating"], rating_invalid, rating_oor, frame["rating_parsed"] = parse_ratings(raw_rating, mapping.rating_scale)
+
+    raw_ts = _strip_or_null(_col(table, cols.get("created_at")), n)
+    frame["created_at"], ts_bad = parse_timestamps(raw_ts, mapping.timestamp_format)
+    now = now or datetime.now(timezone.utc)
+    horizon = pd.Timestamp(now + timedelta(minutes=cfg.future_tolerance_minutes))
+    ts_future = (frame["created_at"] > horizon).fillna(False).to_numpy(dtype=bool)
+
+    frame["language"] = detect_language(cleaned.text).to_pandas().astype(object)
+    frame["source"] = mapping.name
+    frame["source_file"] = source_file
+    frame["ingested_at"] = pd.Timestamp(ingested_at).tz_convert("UTC")
+    frame["ingested_at"] = frame["ingested_at"].astype("datetime64[us, UTC]")
+
+    # sentiment label: explicit column, else from the rating
+    label_arr = _col(table, mapping.label_column)
+    if label_arr is not None:
+        raw_label = pd.Series(pc.utf8_trim_whitespace(label_arr).to_pylist(), dtype=object)
+        frame["label"] = raw_label.map(mapping.label_values)
+    else:
+        frame["label"] = pd.Series([None] * n, dtype=object)
+    from_rating = frame["label"].isna() & frame["rating"].notna()
+    stars = frame["rating"].astype("float").to_numpy()
+    by_rating = np.select([stars <= 2, stars == 3, stars >= 4], ["negative", "neutral", "positive"], default=None)
+    frame.loc[from_rating, "label"] = by_rating[from_rating.to_numpy()]
+    frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+
+    frame["row_number"] = table[ROW_NUMBER].to_numpy()
+    frame["ds"] = ds
+
+    text = frame["text"].fillna("")
+    length = text.str.len().to_numpy()
+    empty = length == 0
+    masks = {
+        "invalid_encoding": text.str.contains("\ufffd", regex=False).to_numpy(dtype=bool),
+        "text_empty": empty,
+        "text_too_short": (~empty) & (length < cfg.min_text_chars),
+        "text_too_long": length > cfg.max_text_chars,
+        "rating_invalid": rating_invalid,
+        "rating_out_of_range": rating_oor,
+        "timestamp_unparseable": ts_bad,
+        "timestamp_in_future": ts_future,
+        "language_unknown": (~empty) & ~frame["language"].isin(cfg.allowed_languages).to_numpy(dtype=bool),
+    }
+    frame["raw_rating"] = raw_rating
+    frame["raw_created_at"] = raw_ts
+    product_key = frame["product_id"].fillna(frame["product_name"]).fillna(frame["product_category"]).fillna(mapping.name)
+    frame["dedup_key"] = product_key.astype(str) + "\x1f" + normalize_for_dedup(cleaned.text).to_pandas().fillna("").astype(object)
+    for k in PII_TYPES:
+        pii.setdefault(k, 0)
+    return Canonical(frame=frame, source=table, masks=masks, pii_counts=pii, malformed=list(read.malformed))
+
+
+def raw_records(table: pa.Table, rows: np.ndarray) -> list[str]:
+    """JSON of the source columns as read, for the given row positions (quarantined rows only:
+    serialising every row would cost more than the rest of the cleaning)."""
+    cols = [c for c in table.column_names if c != ROW_NUMBER]
+    sub = table.take(pa.array(rows, pa.int64())) if len(rows) else table.slice(0, 0)
+    values = [sub[c].to_pylist() for c in cols]
+    return [json.dumps(dict(zip(cols, row)), ensure_ascii=False) for row in zip(*values)] if cols else ["{}"] * len(rows)
+
+
+def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str]) -> None:
+    """Flag rows whose review_id, or (product, normalised text), was seen before, in this
+    file or earlier (``seen_*`` hold earlier partitions and files; they are updated)."""
+    f = canon.frame
+    dup_id = f["review_id"].duplicated(keep="first").to_numpy() | f["review_id"].isin(seen_ids).to_numpy()
+    nonempty = f["text"].fillna("").str.len().to_numpy() > 0
+    keys = f["dedup_key"]
+    dup_text = nonempty & (keys.duplicated(keep="first").to_numpy() | keys.isin(seen_keys).to_numpy())
+    canon.masks["duplicate"] = dup_id | dup_text
+    seen_ids.update(f["review_id"].tolist())
+    seen_keys.update(keys[nonempty].tolist())

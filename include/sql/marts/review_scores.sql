@@ -1,0 +1,28 @@
+-- review_scores: the current champion's score for each review, with the review's attributes.
+CREATE OR REPLACE VIEW review_scores AS
+SELECT
+    r.review_id,
+    r.ds,
+    r.product_id,
+    r.product_name,
+    r.product_category,
+    r.rating,
+    r.source_label,
+    r.language,
+    r.source,
+    r.created_at,
+    r.review_text,
+    s.model_name,
+    s.model_version,
+    s.predicted_label,
+    s.confidence,
+    s.prob_negative,
+    s.prob_neutral,
+    s.prob_positive,
+    s.scored_at,
+    s.score_run_id
+FROM stg_scores AS s
+JOIN model_versions AS m
+  ON m.model_name = s.model_name AND m.model_version = s.model_version AND m.is_champion
+JOIN reviews AS r
+  ON r.review_id = s.review_id;
