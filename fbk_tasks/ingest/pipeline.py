@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import re
-import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -85,6 +85,7 @@ class FileReport:
     pii: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for logs and benchmarks
 
 
 @dataclass
@@ -320,13 +321,24 @@ def ingest_file(
     """Ingest one claimed file; return (report, format, encoding). Writes curated and quarantine."""
     rel = str(path.relative_to(settings.landing_dir))
     report = FileReport(source_file=rel, source=mapping.name, file_sha256=sha, status="ingested")
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now_ = time.perf_counter()
+        report.seconds[stage] = round(now_ - clock, 3)
+        clock = now_
+
     read = read_file(path, mapping.format, mapping.encoding)
+    lap("read")
     canon = to_canonical(read, mapping, settings.ingest, source_file=rel, ds=ds, ingested_at=ingested_at, now=now)
+    lap("clean_redact_map")
     _malformed_rows(canon, mapping, rel, ds, ingested_at)
     canon.masks.setdefault("malformed_row", np.zeros(len(canon.frame), dtype=bool))
     if canon.masks["malformed_row"].any():  # no text at all
         canon.masks["text_empty"] = canon.masks["text_empty"] | canon.masks["malformed_row"]
     mark_duplicates(canon, seen_ids, seen_keys)
+    lap("duplicates")
 
     vframe = validation_frame(canon.frame, canon.masks, [c for c in CURATED_COLUMNS])
     gate = run_gate(
@@ -338,6 +350,7 @@ def ingest_file(
         max_quarantine_share=mapping.max_quarantine_share,
         max_duplicate_share=mapping.max_duplicate_share,
     )
+    lap("gx_validate")
 
     quarantined = canon.quarantined()
     reasons = canon.reasons()
@@ -365,6 +378,7 @@ def ingest_file(
         atomic.write_parquet(_quarantine_table(canon.frame[quarantined], reasons[quarantined], raw), quarantine_path)
     else:
         quarantine_path.unlink(missing_ok=True)
+    lap("write")
     return report, read.format, read.encoding
 
 
