@@ -1,0 +1,530 @@
+"""Vectorised cleaning of review text (pyarrow.compute RE2 kernels + numpy byte scans).
+
+Pipeline of :func:`clean_and_redact` (what the nightly DAG calls):
+
+1. normalise: fold full-width ASCII to half-width (``１２３ＡＢＣ！`` -> ``123ABC!``, also
+   U+3000 ideographic space and ``￥``/``￡``/``￠``); decode HTML entities (``&amp;``,
+   ``&#64;``, ``&nbsp;`` ...) and only then drop tags (``<script>``/``<style>`` blocks and
+   comments with their content); drop control characters (C0 except whitespace, DEL, C1) and
+   invisible format characters (U+200B/C/E/F, U+2060-2064, bidi controls, soft hyphen,
+   U+FEFF BOM). U+200D ZWJ is kept only between two emoji (``👨‍👩‍👧``).
+2. :func:`fbk_tasks.text.pii.redact_core` — e-mails, phones, IDs, cards, IPs, person URLs
+   become ``[EMAIL]`` ... ``[URL]`` (so ``john&#64;x.com`` is caught).
+3. drop remaining (non-personal) ``http(s)://``/``ftp://``/``www.`` links and advertising
+   boilerplate (:data:`AD_PATTERNS`). Neither pattern can match inside ``[PLACEHOLDER]``.
+4. collapse every whitespace run (incl. NBSP, U+3000, line/paragraph separators) to one
+   space and trim. A non-null input never gives null; it may give ``''``.
+
+Why not NFKC: it would also rewrite emoji and symbols (``ℹ️`` -> ``i``, ``‼️`` -> ``!!``,
+``™`` -> ``TM``, ``①`` -> ``1``, ``🈚`` -> ``無``). Only the full-width block is folded; Chinese
+punctuation outside it (``。、「」《》“”``) is untouched, while full-width ``，！？：（）`` become
+their ASCII forms exactly as NFKC would do.
+
+Work is restricted to "dirty" rows found by byte scans over the Arrow data buffer; a plain
+row (letters, spaces, common punctuation) is only trimmed.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fbk_tasks.text.pii import (
+    PII_TYPES,
+    URL_CHARS,
+    URL_END,
+    RedactionResult,
+    _np_bool,
+    _pii_candidates,
+    apply_masked,
+    as_string_array,
+    chunk_slices,
+    concat_strings,
+    from_np,
+    map_chunks,
+    np_views,
+    redact_core,
+    row_any,
+    row_sum,
+    valid_mask,
+)
+
+__all__ = ["AD_PATTERNS", "clean_and_redact", "clean_text", "normalize_for_dedup"]
+
+# --------------------------------------------------------------------------------------
+# Patterns
+# --------------------------------------------------------------------------------------
+
+# Entities decoded by vectorised literal replacement; '&amp;' goes last so that '&amp;lt;'
+# decodes once to '&lt;'. Rows holding any other entity (&hellip; &#8217; &#x4e2d; ...) are
+# decoded with html.unescape instead (a minority of a minority of rows).
+COMMON_ENTITIES: tuple[tuple[str, str], ...] = (
+    ("&lt;", "<"),
+    ("&gt;", ">"),
+    ("&quot;", '"'),
+    ("&apos;", "'"),
+    ("&#39;", "'"),
+    ("&nbsp;", "\u00a0"),
+    ("&amp;", "&"),
+)
+_COMMON_ENTITY_RE = r"&(?:lt|gt|quot|apos|#39|nbsp|amp);"
+_ANY_ENTITY_RE = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+
+TAG_RE = (
+    r"(?is)<(?:script|style)\b[^>]*>.*?</(?:script|style)\s*>"  # script/style with content
+    r"|<(?:script|style)\b[^>]*>.*$"  # unclosed script/style: drop the rest
+    r"|<!--.*?-->|<!--.*$"  # comments
+    r"|</?[a-z][a-z0-9:\-]*(?:\s[^<>]*)?/?>"  # ordinary tags (not '<3', not 'a < b')
+    r"|<![a-z\[][^>]*>"  # <!DOCTYPE ...>, <![CDATA[
+)
+
+# C0 controls except \t \n \v \f \r, DEL, C1 (except U+0085 NEL = a line break), soft hyphen,
+# Mongolian vowel separator, zero-width space/non-joiner, LRM/RLM, bidi embeddings/isolates,
+# word joiner & invisible operators, BOM / zero-width no-break space, interlinear annotations.
+INVISIBLE_RE = (
+    r"[\x00-\x08\x0E-\x1F\x7F\x{80}-\x{84}\x{86}-\x{9F}\x{AD}\x{180E}\x{200B}\x{200C}"
+    r"\x{200E}\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{2066}-\x{206F}\x{FEFF}\x{FFF9}-\x{FFFB}]+"
+)
+# Code points that may sit on either side of a ZWJ inside an emoji sequence (pictographs,
+# dingbats, arrows/technical/geometric symbols used as emoji, VS16, skin tones, tag chars).
+_EMOJI = (
+    r"[\x{1F000}-\x{1FAFF}\x{2600}-\x{27BF}\x{2B00}-\x{2BFF}\x{2190}-\x{21FF}\x{2300}-\x{23FF}"
+    r"\x{25A0}-\x{25FF}\x{2934}\x{2935}\x{3030}\x{303D}\x{3297}\x{3299}\x{A9}\x{AE}\x{203C}"
+    r"\x{2049}\x{2122}\x{2139}\x{24C2}\x{FE0F}\x{E0020}-\x{E007F}]"
+)
+_ZWJ_AFTER_NON_EMOJI_RE = rf"(^|[^{_EMOJI[1:-1]}])\x{{200D}}+"
+_ZWJ_BEFORE_NON_EMOJI_RE = rf"\x{{200D}}+([^{_EMOJI[1:-1]}]|$)"
+
+WHITESPACE_RE = r"[\s\x0B\x{85}\p{Z}]+"
+# Same effect when followed by trimming, but single ASCII spaces (most of them) are no match:
+_WS_CHANGE_RE = (
+    r" [\s\x0B\x{85}\p{Z}]+"
+    r"|[\t\n\f\r\x0B\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}][\s\x0B\x{85}\p{Z}]*"
+)
+
+LINK_RE = rf"(?i:(?:https?://|ftp://|www\.){URL_CHARS}*{URL_END})"
+
+# Advertising / spam boilerplate. Each entry: (what it is, RE2 pattern, example it removes).
+# Only the promotional phrase (plus the contact id / code right after it) is removed, never
+# the rest of the sentence: a review that says "在淘宝店铺买的" keeps its words.
+AD_PATTERNS: tuple[tuple[str, str, str], ...] = (
+    (
+        "add me on WeChat/QQ (+ id)",
+        r"(?:加|添加|加我|联系)\s*(?:微信|薇信|威信|徽信|[vV]信|[vV][xX]|[wW][xX]|[wW]eixin|[wW]e[cC]hat|[vV]|QQ|qq|扣扣)"
+        r"(?:号|群号?)?\s*[:：]?\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})?",
+        "加微信 abc123 / 加V / 加QQ 12345678",
+    ),
+    (
+        "+V / +微信 shorthand (+ id)",
+        r"\+(?:微信|[vV]信|[vV][xX]|[wW][xX]|V)\s*[:：]?\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})?",
+        "+V abc123",
+    ),
+    (
+        "WeChat id with colon",
+        r"(?:微信|[vV]信|[wW]e[cC]hat)(?:号|ID|id)?\s*[:：]\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})",
+        "微信：abc123",
+    ),
+    (
+        "QQ group / QQ number",
+        r"(?:QQ|qq|扣扣)(?:群号?|号)\s*[:：]?\s*[0-9]{0,12}|(?:QQ|qq|扣扣)\s*[:：]\s*[0-9]{5,12}",
+        "QQ群 123456 / QQ：12345678",
+    ),
+    (
+        "click the link (zh)",
+        r"点击(?:下方|下面|此|这个|该|以下)?链接(?:领取|购买|查看|进入|下单|了解)?",
+        "点击链接",
+    ),
+    (
+        "shop names / search-our-shop lines (zh)",
+        r"(?:淘宝|天猫|京东|拼多多|微店|闲鱼|抖音)?(?:店铺|小店|网店)(?:名|名称|地址)?\s*[:：]\s*[^\s，。！？!?,;；]*"
+        r"|(?:淘宝|天猫|京东|拼多多)(?:搜索|搜)\s*[:：]?\s*[「【“\"《]?[^\s，。！？!?,;；」】”\"》]*[」】”\"》]?",
+        "淘宝店铺：小王数码 / 淘宝搜索【小王数码】",
+    ),
+    (
+        "follow our official account / scan the QR code / DM for coupons (zh)",
+        r"(?:关注|搜索)(?:微信)?公众号(?:\s*[:：]\s*|\s*[「【“\"《])[^\s，。！？!?,;；」】”\"》]*[」】”\"》]?"
+        r"|扫(?:描)?(?:二维)?码(?:关注|加群|加好友|领取|下单)"
+        r"|私信(?:我|小编|客服)?(?:领取|获取|购买)"
+        r"|(?:进群|加群)(?:领取|有)(?:福利|优惠券?|红包)?"
+        r"|(?:优惠码|优惠券码|邀请码|推荐码|券码)\s*[:：]?\s*[A-Za-z0-9_\-]{3,20}",
+        "关注公众号：好物推荐 / 扫码关注 / 私信领取 / 优惠码 SAVE20",
+    ),
+    ("click here (en)", r"\b(?i:click)\s+(?i:here|the\s+link|this\s+link|on\s+the\s+link|link\s+below)\b", "click here"),
+    ("buy/order/shop now (en)", r"\b(?i:buy\s+now|order\s+now|shop\s+now)\b", "buy now"),
+    (
+        "promo code XXX (en; the code must be upper-case/digits)",
+        r"\b(?i:promo|coupon|discount|voucher|referral|invite)\s*(?i:code)\s*[:：]?\s*[A-Z0-9][A-Z0-9_\-]{2,19}\b",
+        "promo code SAVE20",
+    ),
+    (
+        "follow me/us (on <network>) (@handle)",
+        r"\b(?i:follow\s+(?:me|us))(?:\s+(?i:on)\s+(?i:instagram|ig|insta|tiktok|twitter|facebook|fb|youtube|weibo|douyin|xiaohongshu|x)\b)?(?:\s*@[A-Za-z0-9_.]{2,30})?",
+        "follow me on instagram @bob",
+    ),
+    (
+        "visit/check out our store (en)",
+        r"\b(?i:visit|check\s+out)\s+(?i:our|my)\s+(?i:online\s+)?(?i:store|shop|website|site|page|channel)\b",
+        "visit our store",
+    ),
+    (
+        "subscribe / DM me (en)",
+        r"\b(?i:subscribe\s+to\s+(?:my|our)\s+(?:channel|youtube|newsletter)|dm\s+me|whatsapp\s+me|message\s+me\s+on\s+(?:whatsapp|telegram|wechat))\b",
+        "subscribe to my channel / DM me",
+    ),
+)
+AD_RE = "|".join(f"(?:{p})" for _, p, _ in AD_PATTERNS)
+
+# --------------------------------------------------------------------------------------
+# Byte-level helpers
+# --------------------------------------------------------------------------------------
+
+# U+FFE0..U+FFE5 (EF BF A0..A5) -> ¢ £ ¬ ¯ ¦ ¥ (C2 xx)
+_FFE_SECOND = np.array([0xA2, 0xA3, 0xAC, 0xAF, 0xA6, 0xA5], np.uint8)
+
+
+def fold_fullwidth(arr: pa.Array) -> pa.Array:
+    """U+FF01..U+FF5E -> U+0021..U+007E, U+3000 -> ' ', U+FFE0..U+FFE5 -> Latin-1 forms.
+
+    Pure numpy over the UTF-8 buffer (the 3-byte sequences are rewritten in place and the
+    spare bytes deleted); rows without such characters are untouched, emoji never are.
+    """
+    off, data = np_views(arr)
+    if data.size < 3:
+        return arr
+    body = data[:-2]
+    p_ef = np.flatnonzero(body == 0xEF)
+    b1, b2 = data[p_ef + 1], data[p_ef + 2]
+    one = ((b1 == 0xBC) & (b2 >= 0x81)) | ((b1 == 0xBD) & (b2 <= 0x9E))
+    two = (b1 == 0xBF) & (b2 >= 0xA0) & (b2 <= 0xA5)
+    p_e3 = np.flatnonzero(body == 0xE3)
+    sp = p_e3[(data[p_e3 + 1] == 0x80) & (data[p_e3 + 2] == 0x80)]
+    if not (one.any() or two.any() or sp.size):
+        return arr
+    new = data.copy()
+    p1 = p_ef[one]
+    new[p1] = np.where(b1[one] == 0xBC, b2[one] - np.uint8(0x60), b2[one] - np.uint8(0x20))
+    p2 = p_ef[two]
+    new[p2] = 0xC2
+    new[p2 + 1] = _FFE_SECOND[b2[two] - 0xA0]
+    new[sp] = 0x20
+    keep = np.ones(data.size, bool)
+    keep[p1 + 1] = False
+    keep[p1 + 2] = False
+    keep[p2 + 2] = False
+    keep[sp + 1] = False
+    keep[sp + 2] = False
+    new = new[keep]
+    if p2.size or sp.size:
+        dels = np.sort(np.concatenate([p1 + 1, p1 + 2, p2 + 2, sp + 1, sp + 2]))
+    else:  # p1 is sorted and its hits are >= 3 bytes apart
+        dels = np.column_stack([p1 + 1, p1 + 2]).ravel()
+    new_off = off - np.searchsorted(dels, off, side="left")
+    return from_np(new_off, new, arr)
+
+
+def _scan(arr: pa.Array) -> dict[str, np.ndarray]:
+    """Per-row booleans telling which cleaning steps a row may need."""
+    off, data = np_views(arr)
+    n = len(arr)
+    flags: dict[str, np.ndarray] = {}
+    double_space = np.zeros(data.size, bool)
+    if data.size:
+        np.logical_and(data[:-1] == 0x20, data[1:] == 0x20, out=double_space[:-1])
+    markup = (data == 0x3C) | (data == 0x26)
+    ctrl = (data < 0x20) | (data == 0x7F)
+    cand, (flags["markup"], flags["ctrl"], space) = _pii_candidates(arr, off, data, [markup, ctrl, double_space])
+    invis = np.zeros(n, bool)
+    if data.size:
+        padded = np.concatenate([data, np.zeros(2, np.uint8)])  # a lead byte's followers
+        for lead in (0xC2, 0xE1, 0xE2, 0xEF):
+            p = np.flatnonzero(data == lead)
+            if not p.size:
+                continue
+            b1 = padded[p + 1]
+            if lead == 0xC2:  # C1 controls, NEL, NBSP, soft hyphen
+                hit = (b1 <= 0xA0) | (b1 == 0xAD)
+            else:
+                b2 = padded[p + 2]
+                if lead == 0xE1:  # U+180E, U+1680
+                    hit = ((b1 == 0xA0) & (b2 == 0x8E)) | ((b1 == 0x9A) & (b2 == 0x80))
+                elif lead == 0xE2:  # U+2000-200F, U+2028-202F, U+205F-206F
+                    hit = ((b1 == 0x80) & ((b2 <= 0x8F) | ((b2 >= 0xA8) & (b2 <= 0xAF)))) | (
+                        (b1 == 0x81) & (b2 >= 0x9F) & (b2 <= 0xAF)
+                    )
+                else:  # U+FEFF, U+FFF9-FFFB
+                    hit = ((b1 == 0xBB) & (b2 == 0xBF)) | ((b1 == 0xBF) & (b2 >= 0xB9) & (b2 <= 0xBB))
+            p = p[hit]
+            if p.size:
+                invis[np.searchsorted(off, p, side="right") - 1] = True
+    flags["space"] = space
+    flags["invis"] = invis
+    flags.update(cand)
+    valid = valid_mask(arr)
+    return {k: v & valid for k, v in flags.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Steps (each takes and returns a string array of the same length)
+# --------------------------------------------------------------------------------------
+
+
+def _decode_entities(sub: pa.Array) -> pa.Array:
+    stripped = pc.replace_substring_regex(sub, _COMMON_ENTITY_RE, "")
+    rare = _np_bool(pc.match_substring_regex(stripped, _ANY_ENTITY_RE))
+
+    def vectorised(a: pa.Array) -> pa.Array:
+        for ent, ch in COMMON_ENTITIES:
+            a = pc.replace_substring(a, ent, ch)
+        return a
+
+    def python(a: pa.Array) -> pa.Array:
+        return pa.array([None if t is None else html.unescape(t) for t in a.to_pylist()], type=pa.string())
+
+    out, _ = apply_masked(sub, ~rare, vectorised)
+    out, _ = apply_masked(out, rare, python)
+    return out
+
+
+def _strip_markup(sub: pa.Array) -> pa.Array:
+    out = sub
+    for _ in range(2):  # scraped reviews are often escaped twice ('&amp;quot;')
+        out, ch = apply_masked(out, _np_bool(pc.match_substring_regex(out, _ANY_ENTITY_RE)), _decode_entities)
+        if not ch.any():
+            break
+    out, _ = apply_masked(out, _np_bool(pc.match_substring(out, "<")), lambda a: pc.replace_substring_regex(a, TAG_RE, " "))
+    return fold_fullwidth(out)
+
+
+def _fix_zwj(a: pa.Array) -> pa.Array:
+    a = pc.replace_substring_regex(a, _ZWJ_AFTER_NON_EMOJI_RE, r"\1")
+    return pc.replace_substring_regex(a, _ZWJ_BEFORE_NON_EMOJI_RE, r"\1")
+
+
+def _strip_invisible(sub: pa.Array) -> pa.Array:
+    out = pc.replace_substring_regex(sub, INVISIBLE_RE, "")
+    out, _ = apply_masked(out, _np_bool(pc.match_substring(out, "\u200d")), _fix_zwj)
+    return out
+
+
+def _normalise(sub: pa.Array) -> pa.Array:
+    """Entities, tags, control and invisible characters (rows pre-selected by _scan)."""
+    off, data = np_views(sub)
+    markup = row_any((data == 0x3C) | (data == 0x26), off)
+    out, _ = apply_masked(sub, markup & valid_mask(sub), _strip_markup)
+    # whitespace too, so that PII split by NBSP/tabs/newlines is seen with plain spaces
+    return _collapse(_strip_invisible(out))
+
+
+def _collapse(a: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(a, _WS_CHANGE_RE, " ")
+
+
+_LINKS_AND_ADS_RE = f"{LINK_RE}|{AD_RE}"
+
+
+def _strip_links_and_ads(a: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(a, _LINKS_AND_ADS_RE, "")
+
+
+def _strip_links(a: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(a, LINK_RE, "")
+
+
+def _strip_ads(a: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(a, AD_RE, "")
+
+
+# --------------------------------------------------------------------------------------
+# Pipeline
+# --------------------------------------------------------------------------------------
+
+
+def _process(sub: pa.Array, f: dict[str, np.ndarray], redact: bool):
+    n = len(sub)
+    touched = np.zeros(n, bool)
+    counts = {t: 0 for t in PII_TYPES}
+    row_counts = np.zeros(n, np.int32)
+
+    sub, ch = apply_masked(sub, f["markup"] | f["ctrl"] | f["invis"], _normalise)
+    touched |= ch
+    if ch.any():
+        # Decoded entities may hold anything and removed invisibles may join words: rescan
+        # the changed rows, so that every later mask stays a superset of the rows its
+        # pattern can match (results must not depend on how rows are batched).
+        idx = np.flatnonzero(ch)
+        for k, v in _scan(sub.take(pa.array(idx))).items():
+            f[k][idx] |= v
+        f["ads"][idx] = True
+    if redact:
+        sub, counts, row_counts, ch = redact_core(sub, f)
+        touched |= ch
+    # one pass when rows need both (big batches), else only the pattern that is needed
+    if f["url"].any() and f["ads"].any():
+        sub, ch = apply_masked(sub, f["url"] | f["ads"], _strip_links_and_ads)
+    elif f["url"].any():
+        sub, ch = apply_masked(sub, f["url"], _strip_links)
+    else:
+        sub, ch = apply_masked(sub, f["ads"], _strip_ads)
+    touched |= ch
+    sub, _ = apply_masked(sub, f["ctrl"] | f["space"] | f["invis"] | touched, _collapse)
+    return sub, counts, row_counts
+
+
+def _run(texts, redact: bool) -> tuple[pa.Array, dict[str, int], np.ndarray]:
+    arr = as_string_array(texts)
+    counts = {t: 0 for t in PII_TYPES}
+    texts_out, rows_out = [], []
+    for a, b in chunk_slices(arr) or [(0, 0)]:
+        out, c, rc = _run_chunk(arr.slice(a, b - a), redact)
+        texts_out.append(out)
+        rows_out.append(rc)
+        for k, v in c.items():
+            counts[k] += v
+    return concat_strings(texts_out), counts, np.concatenate(rows_out)
+
+
+def _run_chunk(arr: pa.Array, redact: bool) -> tuple[pa.Array, dict[str, int], np.ndarray]:
+    n = len(arr)
+    counts = {t: 0 for t in PII_TYPES}
+    row_counts = np.zeros(n, np.int32)
+    if n == 0:
+        return arr, counts, row_counts
+    arr = fold_fullwidth(arr)
+    flags = _scan(arr)
+    flags["ads"] = _np_bool(pc.match_substring_regex(arr, AD_RE))
+    dirty = np.zeros(n, bool)
+    for v in flags.values():
+        dirty |= v
+    if dirty.any():
+        if dirty.all():
+            arr, counts, row_counts = _process(arr, flags, redact)
+        else:
+            idx = np.flatnonzero(dirty)
+            sub = arr.take(pa.array(idx))
+            new, counts, sub_counts = _process(sub, {k: v[idx] for k, v in flags.items()}, redact)
+            if new.type != arr.type:
+                new = new.cast(arr.type)
+            arr = pc.replace_with_mask(arr, pa.array(dirty), new)
+            row_counts[idx] = sub_counts
+    return pc.utf8_trim_whitespace(arr), counts, row_counts
+
+
+def clean_text(texts) -> pa.Array:
+    """Strip HTML, entities, links, ad boilerplate, control/invisible chars; fold full-width;
+    collapse whitespace; trim. Emoji (incl. ZWJ sequences and skin tones) and the review's
+    words are kept. Nulls stay null; a non-null input never becomes null (it may become '').
+    Person URLs are removed like any other ``http(s)``/``www.`` link (use
+    :func:`clean_and_redact` to turn them into ``[URL]`` instead).
+    """
+    out, _, _ = _run(texts, redact=False)
+    return out
+
+
+def clean_and_redact(texts) -> RedactionResult:
+    """normalise (HTML/entities/control/zero-width/full-width) -> redact PII -> drop the other
+    links and ad boilerplate -> collapse whitespace/trim. Returns text, per-type counts and
+    per-row counts (``row_counts`` is 0 on null rows)."""
+    out, counts, row_counts = _run(texts, redact=True)
+    return RedactionResult(text=out, counts=counts, row_counts=pa.array(row_counts, type=pa.int32()))
+
+
+# --------------------------------------------------------------------------------------
+# Dedup key
+# --------------------------------------------------------------------------------------
+
+_DEDUP_DROP_RE = r"[\p{P}\s\x0B\x{85}\p{Z}\x{FE00}-\x{FE0F}\x{200B}-\x{200D}\x{2060}\x{FEFF}]+"
+
+
+def normalize_for_dedup(texts) -> pa.Array:
+    """Key for near-duplicate detection: full-width folded, lower-cased, without punctuation
+    (all ASCII punctuation/symbols and Unicode \\p{P}), whitespace, zero-width characters and
+    emoji variation selectors (so '👍🏻' vs '👍🏻️' and 'Great!!' vs 'great' collide)."""
+    return map_chunks(as_string_array(texts), _dedup_chunk)
+
+
+def _dedup_chunk(arr: pa.Array) -> pa.Array:
+    arr = pc.utf8_lower(fold_fullwidth(arr))
+    off, data = np_views(arr)
+    lo = data | np.uint8(0x20)
+    alnum = ((lo - np.uint8(0x61)) < 26) | ((data - np.uint8(0x30)) < 10)
+    drop = (data < 0x80) & ~alnum
+    if drop.any():
+        removed = row_sum(drop, off)
+        new_off = np.concatenate([[0], np.cumsum(off[1:] - off[:-1] - removed)])
+        arr = from_np(new_off, data[~drop], arr)
+        off, data = np_views(arr)
+    non_ascii = row_any(data >= 0x80, off)
+    arr, _ = apply_masked(arr, non_ascii & valid_mask(arr), lambda a: pc.replace_substring_regex(a, _DEDUP_DROP_RE, ""))
+    return arr
+
+
+# --------------------------------------------------------------------------------------
+# Benchmark (not a test): python -m fbk_tasks.text.clean [rows]
+# --------------------------------------------------------------------------------------
+
+
+def _bench_rows(n: int, seed: int = 0) -> pa.Array:
+    """n synthetic reviews (~100 chars): zh/en/other mix with HTML, links, PII, ads, emoji."""
+    rng = np.random.default_rng(seed)
+    en = (
+        "the battery lasts long and the screen is bright, shipping was fast; would buy again. "
+        "Terrible quality, it broke after two days and support never answered my emails. "
+        "Great value for money, my kids love it and the colour matches the photos exactly. "
+    ).split(" ")
+    zh = list("这个产品非常好用质量不错物流很快包装完好值得购买推荐给大家下次还会再来客服态度一般屏幕清晰电池耐用")
+    zh_punct = ["，", "。", "！", "？", "、"]
+    extras = [
+        "<br/>", "&amp;", "&nbsp;", "<b>bold</b>", "<script>x()</script>", "https://shop.example.com/p/123?ref=a",
+        "www.example.com", "john.doe@example.com", "+1 415 555 0100", "13800138000", "4111 1111 1111 1111",
+        "11010519491231002X", "192.168.0.1", "https://weibo.com/u/1234567", "加微信 abc12345", "click here",
+        "👍", "👨\u200d👩\u200d👧", "😂😂", "\u200b", "\ufeff", "ＡＢＣ１２３", "¥299", "2024-03-15", "x3", "qty 12",
+        "SKU-88213", "promo code SAVE20", "Très bon produit", "Отличный товар", "とても良いです",
+    ]  # fmt: skip
+    base = 20_000
+    rows = []
+    for i in range(base):
+        kind = rng.random()
+        if kind < 0.45:
+            words = rng.choice(en, size=int(rng.integers(12, 22)))
+            text = " ".join(words)
+        elif kind < 0.9:
+            chars = rng.choice(zh, size=int(rng.integers(25, 40)))
+            text = "".join(chars[:15]) + rng.choice(zh_punct) + "".join(chars[15:]) + rng.choice(zh_punct)
+        else:
+            text = str(rng.choice(extras[-3:])) + " " + " ".join(rng.choice(en, size=5))
+        if rng.random() < 0.35:  # ~35% of rows carry one special token
+            tok = str(rng.choice(extras))
+            cut = int(rng.integers(0, len(text)))
+            text = text[:cut] + " " + tok + " " + text[cut:]
+        rows.append(text)
+    arr = pa.array(rows, type=pa.string())
+    reps = -(-n // base)
+    return pa.concat_arrays([arr] * reps).slice(0, n)
+
+
+def _bench(n: int = 1_000_000) -> dict[str, float]:
+    from fbk_tasks.text.lang import detect_language
+
+    arr = _bench_rows(n)
+    mb = arr.nbytes / 1e6
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = clean_and_redact(arr)
+    w1, c1 = time.perf_counter(), time.process_time()
+    lang = detect_language(res.text)
+    w2, c2 = time.perf_counter(), time.process_time()
+    print(f"{n:,} rows, {mb:.0f} MB (wall s / CPU s; the kernels are single-threaded)")
+    print(f"clean_and_redact: {w1 - w0:6.2f} / {c1 - c0:6.2f}  ({n / (c1 - c0):,.0f} rows per CPU-s)  counts={res.counts}")
+    print(f"detect_language:  {w2 - w1:6.2f} / {c2 - c1:6.2f}  ({n / (c2 - c1):,.0f} rows per CPU-s)")
+    print(f"   languages: { {d['values']: d['counts'] for d in pc.value_counts(lang).to_pylist()} }")
+    print(f"total:            {w2 - w0:6.2f} / {c2 - c0:6.2f}  ({n / (w2 - w0):,.0f} rows/s wall, {n / (c2 - c0):,.0f} rows per CPU-s)")
+    return {"wall_s": w2 - w0, "cpu_s": c2 - c0, "rows_per_s": n / (w2 - w0)}
+
+
+if __name__ == "__main__":
+    import sys
+
+    _bench(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)

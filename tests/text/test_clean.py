@@ -1,0 +1,202 @@
+"""Cleaning: table cases, placeholders surviving the later steps, invariants."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fbk_tasks.text.clean import AD_PATTERNS, clean_and_redact, clean_text, fold_fullwidth, normalize_for_dedup
+
+FAMILY = "👨\u200d👩\u200d👧"
+RAINBOW_FLAG = "🏳\ufe0f\u200d🌈"
+HEART_ON_FIRE = "❤\ufe0f\u200d🔥"
+
+CLEAN_CASES = [
+    # HTML tags and entities
+    ("<p>Great&nbsp;product!</p>", "Great product!"),
+    ("line one<br/>line two<br>three", "line one line two three"),
+    ("<b>bold</b> and <i>italic</i>", "bold and italic"),
+    ("ok <script>alert('x')</script> fine", "ok fine"),
+    ("<SCRIPT type='text/javascript'>\nvar a = 1;\n</SCRIPT>after", "after"),
+    ("<style>.a{color:red}</style>styled", "styled"),
+    ("before <script>never closed", "before"),
+    ("<!-- hidden comment -->visible", "visible"),
+    ("Tom &amp; Jerry &lt;3 &quot;quoted&quot; it&#39;s", 'Tom & Jerry <3 "quoted" it\'s'),
+    ("&lt;script&gt;alert(1)&lt;/script&gt;text", "text"),  # decoded first, then stripped
+    ("dots&hellip; &mdash; &#8217;s &#x4e2d;&#25991;", "dots… — ’s 中文"),
+    ("double &amp;quot;escaped&amp;quot;", 'double "escaped"'),
+    ("I <3 this, a < b and c > d", "I <3 this, a < b and c > d"),
+    ("AT&T and R&D stay", "AT&T and R&D stay"),
+    # links
+    ("see https://shop.example.com/p/1?x=2 now", "see now"),
+    ("visit http://example.com, then www.example.org/page.", "visit , then ."),
+    ("看这里https://a.cn/x很好", "看这里很好"),
+    ("(https://example.com/a)", "()"),
+    # advertising boilerplate, zh + en
+    ("质量很好 加微信 abc12345 了解详情", "质量很好 了解详情"),
+    ("加V 便宜卖", "便宜卖"),
+    ("+V abc12345 代购", "代购"),
+    ("微信：wx_shop888 欢迎咨询", "欢迎咨询"),
+    ("QQ群 123456789 交流", "交流"),
+    ("点击链接领取优惠", "优惠"),
+    ("淘宝店铺：小王数码 欢迎光临", "欢迎光临"),
+    ("在淘宝店铺买的，质量很好", "在淘宝店铺买的,质量很好"),  # a review mentioning a shop stays
+    ("great, click here to buy now!", "great, to !"),
+    ("use promo code SAVE20 at checkout", "use at checkout"),
+    ("the discount code didn't work", "the discount code didn't work"),
+    ("follow me on instagram @bob_shop for more", "for more"),
+    ("visit our store for deals", "for deals"),
+    # control, zero-width, BOM
+    ("a\x00b\x07c\x1bd", "abcd"),
+    ("tab\there\nnew\r\nline\x0bvt\x0cff", "tab here new line vt ff"),
+    ("zero\u200bwidth\u200cnon\u2060joiner", "zerowidthnonjoiner"),
+    ("\ufeffBOM at start", "BOM at start"),
+    ("soft\u00adhyphen and \u200eLRM\u202eRLO", "softhyphen and LRMRLO"),
+    ("c1\x85nel and \x9bcsi", "c1 nel and csi"),
+    # full-width -> half-width, ideographic space, NBSP
+    ("１２３ＡＢＣ！", "123ABC!"),
+    ("很好，推荐！价格：￥２９９", "很好,推荐!价格:¥299"),
+    ("中文。标点、「引号」《书名》保留", "中文。标点、「引号」《书名》保留"),
+    ("word\u3000word\u00a0word", "word word word"),
+    # emoji kept (ZWJ sequences, skin tones, flags, keycaps, VS16)
+    (f"{FAMILY} family trip", f"{FAMILY} family trip"),
+    (f"love {RAINBOW_FLAG} and {HEART_ON_FIRE}", f"love {RAINBOW_FLAG} and {HEART_ON_FIRE}"),
+    ("👍🏽 good 👋🏿", "👍🏽 good 👋🏿"),
+    ("🇨🇳🇺🇸 flags 1\ufe0f\u20e3", "🇨🇳🇺🇸 flags 1\ufe0f\u20e3"),
+    ("ℹ️ info ‼️ ™ ①", "ℹ️ info ‼️ ™ ①"),
+    ("a\u200db stray zwj, 👍\u200d end", "ab stray zwj, 👍 end"),
+    # whitespace
+    ("   lots   of\t\t space   ", "lots of space"),
+    ("\u3000\u3000全角空格\u3000", "全角空格"),
+    # nothing left
+    ("<br><br>", ""),
+    ("   ", ""),
+    ("", ""),
+    ("\u200b\ufeff", ""),
+    ("\x9b", ""),  # a lone 2-byte C1 control
+    ("\u00a0", ""),
+    ("https://example.com", ""),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CLEAN_CASES)
+def test_clean_text_table(text, expected):
+    assert clean_text(pa.array([text])).to_pylist() == [expected]
+
+
+REDACT_CASES = [
+    ("mail: john&#64;example.com", "mail: [EMAIL]", {"EMAIL": 1}),
+    ("邮箱：ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ", "邮箱:[EMAIL]", {"EMAIL": 1}),
+    ("电话：１３８００１３８０００", "电话:[PHONE]", {"PHONE": 1}),
+    ("see https://weibo.com/u/1234567 ok", "see [URL] ok", {"URL": 1}),
+    ("shop https://shop.example.com/p/9 ok", "shop ok", {}),
+    ("加微信 13800138000 了解", "[PHONE] 了解", {"PHONE": 1}),
+    ("follow me on instagram https://instagram.com/bob", "[URL]", {"URL": 1}),
+    ("<a href='https://t.me/bob'>me</a> <b>a@b.com</b>", "me [EMAIL]", {"EMAIL": 1}),
+    ("card&nbsp;4111&nbsp;1111&nbsp;1111&nbsp;1111", "card [CARD]", {"CARD": 1}),
+    ("click here: https://example.com/user/bob.", ": [URL].", {"URL": 1}),  # ad phrase only
+    ("already [EMAIL] here", "already [EMAIL] here", {}),
+    ("ip 192.168.0.1\u200b and id 11010519491231002X", "ip [IP] and id [CN_ID]", {"IP": 1, "CN_ID": 1}),
+    ("SKU-88213 ¥299 x3 2024-03-15", "SKU-88213 ¥299 x3 2024-03-15", {}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "counts"), REDACT_CASES)
+def test_clean_and_redact_table(text, expected, counts):
+    res = clean_and_redact(pa.array([text]))
+    assert res.text.to_pylist() == [expected]
+    assert res.counts == {k: counts.get(k, 0) for k in res.counts}
+    assert res.row_counts.to_pylist() == [sum(counts.values())]
+
+
+@pytest.mark.parametrize("pattern", AD_PATTERNS, ids=[p[0] for p in AD_PATTERNS])
+def test_documented_ad_examples_are_removed(pattern):
+    _, _, examples = pattern
+    for example in examples.split(" / "):
+        assert clean_text(pa.array([f"很好 {example} 谢谢"])).to_pylist() == ["很好 谢谢"], example
+
+
+def test_nulls_length_types_and_inputs():
+    texts = ["<b>a</b>", None, "", "  x  ", None]
+    expected = ["a", None, "", "x", None]
+    inputs = (
+        pa.array(texts),
+        pa.array(texts, type=pa.large_string()),
+        pa.chunked_array([texts[:2], texts[2:]]),
+        pd.Series(texts, dtype=object),
+        pd.Series(texts),
+        pa.array(texts).slice(0),
+    )
+    for given_texts in inputs:
+        out = clean_text(given_texts)
+        assert isinstance(out, pa.Array) and out.type == pa.string()
+        assert out.to_pylist() == expected
+        res = clean_and_redact(given_texts)
+        assert res.text.to_pylist() == expected
+        assert res.row_counts.to_pylist() == [0] * 5
+    assert clean_text(pa.array([None, None], type=pa.null())).to_pylist() == [None, None]
+    assert len(clean_text(pa.array([], type=pa.string()))) == 0
+    sliced = pa.array(["zz", "<i>x</i>", None, "y\u200b"]).slice(1)
+    assert clean_text(sliced).to_pylist() == ["x", None, "y"]
+
+
+def test_chunked_processing_matches(monkeypatch):
+    import fbk_tasks.text.pii as pii
+
+    rows = [f"<p>row {i}</p> mail u{i}&#64;x.com https://x.example/{i} １２３ {FAMILY}" for i in range(200)] + [None]
+    whole = clean_and_redact(pa.array(rows))
+    monkeypatch.setattr(pii, "CHUNK_BYTES", 700)
+    small = clean_and_redact(pa.array(rows))
+    assert small.text.equals(whole.text)
+    assert small.counts == whole.counts
+    assert whole.counts["EMAIL"] == 200
+    assert whole.text[0].as_py() == f"row 0 mail [EMAIL] 123 {FAMILY}"
+
+
+def test_fold_fullwidth_only_touches_the_fullwidth_block():
+    all_fw = "".join(chr(c) for c in range(0xFF01, 0xFF5F))
+    assert fold_fullwidth(pa.array([all_fw])).to_pylist() == ["".join(chr(c) for c in range(0x21, 0x7F))]
+    keep = "。、「」《》“”…—ｱｲｳ😀👍🏽"
+    assert fold_fullwidth(pa.array([keep, None])).to_pylist() == [keep, None]
+
+
+# invariants on arbitrary text ---------------------------------------------------------------
+_alphabet = st.sampled_from(
+    list("abc XYZ 123 ,.!?<>&;#/:@-_\t\n")
+    + ["\x00", "\x07", "\x7f", "\x85", "\x9b", "\u00a0", "\u00ad", "\u200b", "\u200d", "\u2060", "\ufeff", "\u3000"]
+    + ["１", "Ａ", "！", "，", "很", "好", "。", "😀", "👍", "🏽", "\ufe0f", "&amp;", "&#64;", "<b>", "</b>", "www.", "http://"]
+)
+_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b\u200c\u2060\ufeff\uff01-\uff5e\u3000\u00a0\t\n\r]")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_alphabet, max_size=40).map("".join), min_size=1, max_size=4))
+def test_clean_invariants(texts):
+    out = clean_and_redact(pa.array(texts + [None])).text.to_pylist()
+    assert len(out) == len(texts) + 1 and out[-1] is None
+    for s in out[:-1]:
+        assert s is not None
+        assert s == s.strip() and "  " not in s
+        assert not _BAD.search(s), repr(s)
+        if "\u200d" in s:  # a kept ZWJ sits between two emoji-ish code points
+            for i, ch in enumerate(s):
+                if ch == "\u200d":
+                    assert 0 < i < len(s) - 1
+                    assert unicodedata.category(s[i - 1]) in ("So", "Sk", "Mn") or s[i - 1] == "\ufe0f"
+
+
+def test_normalize_for_dedup():
+    texts = ["Great!!  Product 👍️", "great product👍", "GREAT, product. 👍", None, "很好，推荐！", "很好 推荐", "ＡＢＣ", "Émile"]
+    out = normalize_for_dedup(pa.array(texts)).to_pylist()
+    assert out[0] == out[1] == out[2] == "greatproduct👍"
+    assert out[3] is None
+    assert out[4] == out[5] == "很好推荐"
+    assert out[6] == "abc"
+    assert out[7] == "émile"
+    assert normalize_for_dedup(pa.array([f"{FAMILY}!"])).to_pylist() == ["👨👩👧"]
