@@ -22,7 +22,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    # hidden, and not ending in the destination's suffix, so that globs such as *.parquet
+    # (pathlib, DuckDB) never pick up a file that is still being written
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
     try:
         yield tmp
         if tmp.is_file():
