@@ -1,3 +1,5 @@
--- drift_metrics: whatever the drift stage writes under <data>/drift/ (a typed empty view until then).
+-- drift_metrics: what the drift stage writes to <data>/drift/ds=D/ (one row per signal x scope
+-- and a decision row); a typed empty view with the same columns until the first measurement.
 CREATE OR REPLACE VIEW drift_metrics AS
-SELECT * FROM {{ drift }};
+SELECT * REPLACE (CAST(ds AS DATE) AS ds)
+FROM {{ drift }};

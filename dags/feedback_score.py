@@ -1,0 +1,125 @@
+"""
+### feedback_score: nightly sentiment scoring with the registry's champion
+
+Runs every night at 03:00 UTC **and** whenever ingestion updates `Asset('curated_reviews')`.
+
+1. **resolve_champion**: reads the alias (`score.model_alias`, default `champion`) of the
+   registered model once and pins that version for the whole run (a later alias move does
+   not change this run).
+2. **plan**: curated reviews the pinned version has not scored yet (from the project's own
+   score Parquet, not Airflow's database), split into `score.shards` shards by hash of
+   `review_id`. Params: `ds` (one partition; default all), `rescore` (score again with the
+   current champion).
+3. **score_shard** (dynamic task mapping, one task per shard): streams the shard from
+   Parquet, predicts in batches, writes `scores/ds=D/part-<version>-<shard>.parquet`
+   atomically; unscorable reviews go to `scores/_rejected/` with a reason.
+4. **finalize**: checks planned = scored + rejected (counts and files), snapshots the
+   registry, rebuilds `warehouse.duckdb` (atomic replace), and emits `Asset('review_scores')`
+   with the counts and model version.
+
+Rows are reproducible: `scored_at` is the run's data interval end (else its run_after), and
+`run_id` is the Airflow run id, so clearing and re-running a night gives identical rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Metadata,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
+
+CURATED_REVIEWS = Asset("curated_reviews")
+REVIEW_SCORES = Asset("review_scores")
+NIGHTLY_CRON = "0 3 * * *"
+
+
+def _run_scored_at() -> tuple[str, str]:
+    """(run_id, scored_at ISO) of the current DAG run, deterministic for the run."""
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    when = ctx.get("data_interval_end") or ctx.get("logical_date") or dag_run.run_after
+    return dag_run.run_id, when.isoformat()
+
+
+@dag(
+    dag_id="feedback_score",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(NIGHTLY_CRON, timezone="UTC"),
+        assets=CURATED_REVIEWS,
+    ),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["fbk", "scoring", "mlflow"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    params={
+        "ds": Param(None, type=["null", "string"], description="Only this curated partition (YYYY-MM-DD)."),
+        "rescore": Param(False, type="boolean", description="Score again with the current champion."),
+    },
+)
+def feedback_score():
+    @task
+    def resolve_champion() -> dict:
+        from fbk_tasks.score.registry import resolve_champion as _resolve
+        from fbk_tasks.settings import load_settings
+
+        return _resolve(load_settings()).to_dict()
+
+    @task
+    def plan(model: dict) -> list[dict]:
+        from fbk_tasks.score.plan import plan_shards
+        from fbk_tasks.score.registry import ModelRef
+        from fbk_tasks.settings import load_settings
+
+        params = get_current_context()["params"]
+        run_id, scored_at = _run_scored_at()
+        specs = plan_shards(
+            load_settings(),
+            params.get("ds") or None,
+            ModelRef.from_dict(model),
+            run_id=run_id,
+            scored_at=dt.datetime.fromisoformat(scored_at),
+            rescore=bool(params.get("rescore")),
+        )
+        return [s.to_dict() for s in specs]
+
+    @task(max_active_tis_per_dagrun=4)
+    def score_shard(shard: dict) -> dict:
+        from fbk_tasks.score.plan import ShardSpec
+        from fbk_tasks.score.run import score_shard as _score
+        from fbk_tasks.settings import load_settings
+
+        return _score(load_settings(), ShardSpec.from_dict(shard)).to_dict()
+
+    @task(outlets=[REVIEW_SCORES], trigger_rule="none_failed")
+    def finalize(model: dict, shards: list[dict], results: list[dict] | None):
+        from fbk_tasks.score.plan import ShardSpec
+        from fbk_tasks.score.run import ShardResult, finalize_run
+        from fbk_tasks.settings import load_settings
+
+        summary = finalize_run(
+            load_settings(),
+            [ShardSpec.from_dict(s) for s in shards],
+            [ShardResult.from_dict(r) for r in (results or [])],
+        )
+        summary.setdefault("model_name", model["name"])
+        summary.setdefault("model_version", model["version"])
+        yield Metadata(REVIEW_SCORES, {k: summary[k] for k in ("model_name", "model_version", "planned", "scored", "rejected", "shards")})
+        return summary
+
+    model = resolve_champion()
+    shards = plan(model)
+    results = score_shard.expand(shard=shards)
+    finalize(model, shards, results)
+
+
+feedback_score_dag = feedback_score()

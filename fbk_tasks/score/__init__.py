@@ -1,0 +1,1 @@
+"""Nightly batch scoring with the registry's champion (pinned once per run)."""

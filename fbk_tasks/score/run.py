@@ -1,0 +1,367 @@
+"""Score one shard with the pinned model version; reconcile and publish a whole run.
+
+Output of a shard (write-once files, temp file + ``os.replace``; ``<tag>`` hashes the
+shard's plan: model version, run id and planned review ids):
+
+* ``<scores_dir>/ds=D/part-<version>-<shard>-<tag>.parquet``: one row per scored review
+  (``SCORES_SCHEMA``);
+* ``<scores_dir>/_rejected/ds=D/part-<version>-<shard>-<tag>.parquet``: one row per review
+  that could not be scored, with ``reason`` (``empty_text``, ``model_error``,
+  ``invalid_prediction``, ``missing_from_curated``) and ``detail``.
+
+Files are never rewritten, so a reader that listed a file reads the bytes it listed. A
+retry of the same plan writes the same rows to the same name (``scored_at`` and ``run_id``
+come from the run, not the clock); a later night adds files for the reviews it planned.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from fbk_tasks.schema import SENTIMENT_CLASSES
+from fbk_tasks.score.plan import ShardSpec, output_files, plan_shards
+from fbk_tasks.score.registry import ModelRef, resolve_champion, snapshot_registry
+from fbk_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReconciliationError(RuntimeError):
+    """Planned reviews do not equal scored + rejected, or a review was scored twice."""
+
+
+@dataclass
+class ShardResult:
+    ds: str
+    shard: int
+    model_name: str
+    model_version: int
+    planned: int
+    scored: int
+    rejected: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    scores_file: str | None = None
+    rejected_file: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
+        return cls(**data)
+
+
+def shard_paths(settings: Settings, ds: str, model_version: int, shard: int, plan_tag: str) -> tuple[Path, Path]:
+    """(scores file, rejections file) of one shard's plan."""
+    name = f"part-{model_version}-{shard}-{plan_tag}.parquet"
+    return (settings.scores_dir / f"ds={ds}" / name, settings.scores_dir / "_rejected" / f"ds={ds}" / name)
+
+
+def _clean_text(text: Any) -> str:
+    if text is None:
+        return ""
+    if isinstance(text, float) and math.isnan(text):
+        return ""
+    return " ".join(str(text).split())
+
+
+def _iter_planned_rows(settings: Settings, spec: ShardSpec, planned: "Any") -> Iterator[tuple[str, Any]]:
+    """Stream (review_id, text) of the planned ids from the shard's curated files, in batches."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    files = [f for f in spec.files if Path(f).exists()]
+    if not files:
+        return
+    dataset = pads.dataset(files, format="parquet")
+    scanner = dataset.scanner(
+        columns=["review_id", "text"],
+        filter=pc.field("review_id").isin(planned),
+        batch_size=settings.score.scan_batch_rows,
+    )
+    for batch in scanner.to_batches():
+        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+
+
+def _valid_prediction(row: Any) -> str | None:
+    """None when a prediction row is usable, else why not."""
+    label = row.get("label")
+    conf = row.get("confidence")
+    if not isinstance(label, str) or not label:
+        return f"label is {label!r}"
+    try:
+        c = float(conf)
+    except (TypeError, ValueError):
+        return f"confidence is {conf!r}"
+    if not (0.0 <= c <= 1.0) or math.isnan(c):
+        return f"confidence {c} outside [0, 1]"
+    return None
+
+
+def _predict(model: Any, ids: list[str], texts: list[str], max_detail: int) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """Predict a batch; on failure fall back to row by row so one bad row rejects only itself."""
+    import pandas as pd
+
+    def rows_of(frame: Any, n: int) -> list[dict]:
+        if len(frame) != n:
+            raise ValueError(f"model returned {len(frame)} rows for {n} inputs")
+        return frame.reset_index(drop=True).to_dict("records")
+
+    try:
+        preds = rows_of(model.predict(pd.DataFrame({"text": texts})), len(texts))
+        pairs = list(zip(ids, preds))
+    except Exception as batch_exc:  # isolate the bad rows
+        log.warning("batch of %d failed (%s); retrying row by row", len(texts), batch_exc)
+        pairs = []
+        for rid, text in zip(ids, texts):
+            try:
+                pairs.append((rid, rows_of(model.predict(pd.DataFrame({"text": [text]})), 1)[0]))
+            except Exception as exc:
+                pairs.append((rid, {"__error__": f"{type(exc).__name__}: {exc}"[:max_detail]}))
+    ok: list[dict] = []
+    bad: list[tuple[str, str, str]] = []
+    for rid, pred in pairs:
+        if "__error__" in pred:
+            bad.append((rid, "model_error", pred["__error__"]))
+            continue
+        problem = _valid_prediction(pred)
+        if problem:
+            bad.append((rid, "invalid_prediction", problem[:max_detail]))
+            continue
+        row = {"review_id": rid, "label": pred["label"], "confidence": float(pred["confidence"])}
+        for cls in SENTIMENT_CLASSES:
+            p = pred.get(f"prob_{cls}")
+            row[f"prob_{cls}"] = None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p)
+        ok.append(row)
+    return ok, bad
+
+
+def _write_once(path: Path, rows: list[dict], schema: Any) -> str | None:
+    """Write a shard's rows to a write-once file (sorted by review_id).
+
+    Files are never modified once written, so a reader that listed a file always reads the
+    bytes it listed. The name carries the plan's hash; a retry of the same plan produces the
+    same rows, so an existing file with equal content is left alone.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.score.io import write_parquet_atomic
+
+    if not rows:
+        return None
+    table = pa.Table.from_pylist(rows, schema=schema).sort_by("review_id")
+    if path.exists():
+        try:
+            if pq.read_table(path, schema=schema).equals(table):
+                return str(path)
+        except Exception:  # unreadable leftover: replace it
+            pass
+        log.warning("%s exists with different rows (non-deterministic model?); replacing it", path)
+    write_parquet_atomic(table, path)
+    return str(path)
+
+
+def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None) -> ShardResult:
+    """Score the shard's planned reviews with the shard's pinned model version.
+
+    ``model`` (anything with ``predict(DataFrame) -> DataFrame``) is loaded from
+    ``shard.model.uri`` when not given. Every planned review ends up in exactly one of the two
+    output files; the result's counts satisfy ``planned == scored + rejected``.
+    """
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.score.schema import REJECTED_SCHEMA, SCORES_SCHEMA
+
+    started = time.monotonic()
+    spec = shard
+    ref = spec.model
+    planned_arr = pq.read_table(spec.plan_file, columns=["review_id"]).column("review_id").combine_chunks()
+    planned = set(planned_arr.to_pylist())
+    if model is None:
+        import mlflow.pyfunc
+
+        from fbk_tasks.score.registry import configure_mlflow
+
+        configure_mlflow(settings)
+        model = mlflow.pyfunc.load_model(ref.uri)
+
+    scored_at = _dt.datetime.fromisoformat(spec.scored_at)
+    common = {"model_name": ref.name, "model_version": ref.version, "scored_at": scored_at, "run_id": spec.run_id, "ds": spec.ds}
+    max_detail = settings.score.max_error_detail_chars
+    scored_rows: list[dict] = []
+    rejected_rows: list[dict] = []
+    seen: set[str] = set()
+    buf_ids: list[str] = []
+    buf_texts: list[str] = []
+
+    def flush() -> None:
+        if not buf_ids:
+            return
+        ok, bad = _predict(model, buf_ids, buf_texts, max_detail)
+        scored_rows.extend({**r, **common} for r in ok)
+        rejected_rows.extend({"review_id": rid, "reason": reason, "detail": detail, **common} for rid, reason, detail in bad)
+        buf_ids.clear()
+        buf_texts.clear()
+
+    for rid, text in _iter_planned_rows(settings, spec, planned_arr):
+        if rid in seen:
+            continue
+        seen.add(rid)
+        clean = _clean_text(text)
+        if not clean:
+            rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
+            continue
+        buf_ids.append(rid)
+        buf_texts.append(clean)
+        if len(buf_ids) >= settings.score.batch_size:
+            flush()
+    flush()
+    for rid in sorted(planned - seen):
+        rejected_rows.append({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files", **common})
+
+    scores_path, rejected_path = shard_paths(settings, spec.ds, ref.version, spec.shard, spec.plan_tag)
+    scores_file = _write_once(scores_path, scored_rows, SCORES_SCHEMA)
+    rejected_file = _write_once(rejected_path, rejected_rows, REJECTED_SCHEMA)
+    result = ShardResult(
+        ds=spec.ds,
+        shard=spec.shard,
+        model_name=ref.name,
+        model_version=ref.version,
+        planned=len(planned),
+        scored=len(scored_rows),
+        rejected=len(rejected_rows),
+        rejected_by_reason=dict(sorted(Counter(r["reason"] for r in rejected_rows).items())),
+        scores_file=scores_file,
+        rejected_file=rejected_file,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    if result.planned != result.scored + result.rejected:
+        raise ReconciliationError(f"shard {spec.ds}/{spec.shard}: planned {result.planned} != scored {result.scored} + rejected {result.rejected}")
+    return result
+
+
+def remove_superseded(settings: Settings, specs: list[ShardSpec], results: list[ShardResult]) -> int:
+    """After a forced rescore, delete the version's older files in the rescored partitions.
+
+    A forced rescore plans every review of each partition in scope, so every older file of
+    the same version there is fully superseded by this run's files. This is the only place
+    files under ``scores/`` are deleted (a reader listing that very file at that instant may
+    fail once; ordinary nights never delete or rewrite).
+    """
+    keep = {f for r in results for f in (r.scores_file, r.rejected_file) if f}
+    version = specs[0].model.version
+    removed = 0
+    for ds in sorted({s.ds for s in specs if s.rescore}):
+        for rejected in (False, True):
+            for path in output_files(settings, version, rejected=rejected, ds=ds):
+                if str(path) not in keep:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+    return removed
+
+
+def verify_outputs(settings: Settings, model: ModelRef, specs: list[ShardSpec]) -> dict[str, int]:
+    """Check the files, not just the counts: each planned id is in scores xor rejections of the
+    version, and no review has two rows for the version. Raise :class:`ReconciliationError`."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    def ids(rejected: bool) -> list[str]:
+        files = output_files(settings, model.version, rejected=rejected)
+        if not files:
+            return []
+        flt = (pc.field("model_name") == model.name) & (pc.field("model_version") == model.version)
+        return pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["review_id"], filter=flt).column(0).to_pylist()
+
+    scored, rejected = ids(False), ids(True)
+    scored_set, rejected_set = set(scored), set(rejected)
+    problems = []
+    if len(scored) != len(scored_set):
+        problems.append(f"{len(scored) - len(scored_set)} duplicate score rows")
+    if len(rejected) != len(rejected_set):
+        problems.append(f"{len(rejected) - len(rejected_set)} duplicate rejection rows")
+    both = scored_set & rejected_set
+    if both:
+        problems.append(f"{len(both)} reviews both scored and rejected")
+    missing = 0
+    for spec in specs:
+        planned = set(pq.read_table(spec.plan_file).column(0).to_pylist())
+        missing += len(planned - scored_set - rejected_set)
+    if missing:
+        problems.append(f"{missing} planned reviews have no output row")
+    if problems:
+        raise ReconciliationError(f"model {model.name} v{model.version}: " + "; ".join(problems))
+    return {"version_scored_total": len(scored_set), "version_rejected_total": len(rejected_set)}
+
+
+def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True) -> dict[str, Any]:
+    """Reconcile a run (counts per shard and the files), snapshot the registry, rebuild the warehouse."""
+    from fbk_tasks.warehouse.build import build_warehouse
+
+    by_key = {(r.ds, r.shard): r for r in results}
+    problems = []
+    for spec in specs:
+        r = by_key.get((spec.ds, spec.shard))
+        if r is None:
+            problems.append(f"shard {spec.ds}/{spec.shard} has no result")
+        elif r.planned != spec.n_planned or r.planned != r.scored + r.rejected:
+            problems.append(f"shard {spec.ds}/{spec.shard}: planned {spec.n_planned}, result planned {r.planned} = scored {r.scored} + rejected {r.rejected}?")
+        elif r.model_version != spec.model.version:
+            problems.append(f"shard {spec.ds}/{spec.shard} scored with v{r.model_version}, planned v{spec.model.version}")
+    if problems:
+        raise ReconciliationError("; ".join(problems))
+    versions = {s.model.version for s in specs}
+    if len(versions) > 1:
+        raise ReconciliationError(f"one run used several model versions: {sorted(versions)}")
+    summary: dict[str, Any] = {
+        "planned": sum(s.n_planned for s in specs),
+        "scored": sum(r.scored for r in results),
+        "rejected": sum(r.rejected for r in results),
+        "shards": len(specs),
+        "partitions": sorted({s.ds for s in specs}),
+        "rejected_by_reason": dict(sum((Counter(r.rejected_by_reason) for r in results), Counter())),
+    }
+    if specs:
+        model = specs[0].model
+        summary.update(model_name=model.name, model_version=model.version, run_id=specs[0].run_id)
+        if any(s.rescore for s in specs):
+            summary["superseded_files_removed"] = remove_superseded(settings, specs, results)
+        summary.update(verify_outputs(settings, model, specs))
+    snapshot_registry(settings)
+    if build:
+        summary["warehouse"] = str(build_warehouse(settings))
+    return summary
+
+
+def run_scoring(
+    settings: Settings,
+    ds: str | None = None,
+    *,
+    rescore: bool = False,
+    run_id: str | None = None,
+    scored_at: _dt.datetime | None = None,
+    build: bool = True,
+) -> dict[str, Any]:
+    """The whole run without Airflow (what `fbk score` does): resolve, plan, score, finalize."""
+    model_ref = resolve_champion(settings)
+    specs = plan_shards(settings, ds, model_ref, run_id=run_id, scored_at=scored_at, rescore=rescore)
+    model = None
+    if specs:
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(model_ref.uri)
+    results = [score_shard(settings, spec, model=model) for spec in specs]
+    summary = finalize_run(settings, specs, results, build=build)
+    summary.setdefault("model_name", model_ref.name)
+    summary.setdefault("model_version", model_ref.version)
+    return summary

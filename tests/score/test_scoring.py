@@ -1,0 +1,222 @@
+"""Scoring against a real MLflow registry (SQLite) and real Parquet."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow.dataset as pads
+import pytest
+
+from fbk_tasks.score.plan import plan_shards, shard_of
+from fbk_tasks.score.registry import NoChampionError, resolve_champion
+from fbk_tasks.score.run import finalize_run, run_scoring, score_shard
+
+AT = dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)
+
+
+def _rows(path, rejected=False):
+    root = path / "_rejected" if rejected else path
+    files = sorted(str(p) for p in root.glob("ds=*/*.parquet"))
+    if not files:
+        return []
+    t = pads.dataset(files, format="parquet").to_table()
+    return sorted(t.to_pylist(), key=lambda r: (r["review_id"], r["model_version"]))
+
+
+def _sql(settings, statement):
+    from fbk_tasks.warehouse.query import query
+
+    return query(settings, statement)[1]
+
+
+def test_shard_of_is_stable_and_in_range():
+    assert [shard_of(f"r{i}", 3) for i in range(6)] == [shard_of(f"r{i}", 3) for i in range(6)]
+    assert {shard_of(f"r{i}", 3) for i in range(200)} == {0, 1, 2}
+    assert shard_of("abc", 1) == 0
+
+
+def test_plan_covers_every_review_once(lake):
+    s = lake["settings"]
+    ref = resolve_champion(s)
+    assert ref.version == lake["version"] and ref.uri == f"models:/{ref.name}/{ref.version}"
+    specs = plan_shards(s, None, ref, run_id="r1", scored_at=AT)
+    assert sum(sp.n_planned for sp in specs) == lake["n_reviews"]
+    assert {sp.ds for sp in specs} == {"2026-03-01", "2026-03-02"}
+    again = plan_shards(s, None, ref, run_id="r1", scored_at=AT)
+    assert [sp.to_dict() for sp in again] == [sp.to_dict() for sp in specs]
+    only = plan_shards(s, "2026-03-02", ref, run_id="r2", scored_at=AT)
+    assert sum(sp.n_planned for sp in only) == 5
+
+
+def test_run_reconciles_rejects_and_scores_each_review_once(lake):
+    s = lake["settings"]
+    summary = run_scoring(s, run_id="night-1", scored_at=AT)
+    assert summary["planned"] == lake["n_reviews"] == summary["scored"] + summary["rejected"]
+    assert summary["rejected_by_reason"] == {"empty_text": 2, "model_error": 1}
+    assert summary["model_version"] == lake["version"]
+    scores = _rows(s.scores_dir)
+    assert all(r["scored_at"] == AT and r["run_id"] == "night-1" for r in scores)
+    assert {"label", "confidence", "prob_negative", "prob_neutral", "prob_positive"} <= set(scores[0])
+    # checked on the warehouse, as analysts see it
+    (n, n_distinct), = _sql(s, "SELECT count(*), count(DISTINCT review_id) FROM review_scores")
+    (n_rej,), = _sql(s, "SELECT count(*) FROM score_rejections")
+    (n_reviews,), = _sql(s, "SELECT count(*) FROM reviews")
+    assert n == n_distinct == summary["scored"] and n + n_rej == n_reviews
+    (unmatched,), = _sql(s, """SELECT count(*) FROM reviews r WHERE
+        (SELECT count(*) FROM review_scores x WHERE x.review_id = r.review_id)
+      + (SELECT count(*) FROM score_rejections j WHERE j.review_id = r.review_id) <> 1""")
+    assert unmatched == 0
+
+
+def test_rerun_is_idempotent(lake):
+    s = lake["settings"]
+    run_scoring(s, run_id="night-1", scored_at=AT)
+    first, first_rej = _rows(s.scores_dir), _rows(s.scores_dir, rejected=True)
+    again = run_scoring(s, run_id="night-1", scored_at=AT)
+    assert again["planned"] == 0
+    assert _rows(s.scores_dir) == first and _rows(s.scores_dir, rejected=True) == first_rej
+    # re-running the same night from scratch of its plan (rescore, same run) gives the same rows
+    redo = run_scoring(s, run_id="night-1", scored_at=AT, rescore=True)
+    assert redo["planned"] == lake["n_reviews"]
+    assert _rows(s.scores_dir) == first and _rows(s.scores_dir, rejected=True) == first_rej
+
+
+def test_forced_rescore_same_version_supersedes_old_files(lake):
+    s = lake["settings"]
+    run_scoring(s, run_id="night-1", scored_at=AT)
+    old_files = sorted(s.scores_dir.rglob("*.parquet"))
+    summary = run_scoring(s, run_id="fix-1", scored_at=AT + dt.timedelta(days=5), rescore=True)
+    assert summary["planned"] == lake["n_reviews"] and summary["superseded_files_removed"] == len(old_files)
+    assert not any(p.exists() for p in old_files)
+    rows = _rows(s.scores_dir) + _rows(s.scores_dir, rejected=True)
+    assert len(rows) == len({r["review_id"] for r in rows}) == lake["n_reviews"]
+    assert {r["run_id"] for r in rows} == {"fix-1"}
+
+
+def test_incremental_night_adds_files_never_rewrites(lake):
+    from fbk_tasks.score.testing import write_curated
+
+    s = lake["settings"]
+    run_scoring(s, run_id="night-1", scored_at=AT)
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in s.scores_dir.rglob("*.parquet")}
+    write_curated(s, "2026-03-02", ["good again", "bad again", "so so"], start_row=500)
+    summary = run_scoring(s, run_id="night-2", scored_at=AT + dt.timedelta(days=1))
+    assert summary["planned"] == 3
+    (n, n_distinct), = _sql(s, "SELECT count(*), count(DISTINCT review_id) FROM review_scores")
+    (n_rej,), = _sql(s, "SELECT count(*) FROM score_rejections")
+    assert n == n_distinct and n + n_rej == lake["n_reviews"] + 3
+    assert all((p.stat().st_ino, p.stat().st_mtime_ns) == v for p, v in before.items())  # write-once
+
+
+def test_alias_move_mid_run_keeps_planned_version(lake):
+    from fbk_tasks.score.testing import register_keyword_model
+
+    s = lake["settings"]
+    ref = resolve_champion(s)
+    specs = plan_shards(s, None, ref, run_id="night-1", scored_at=AT)
+    v2 = register_keyword_model(s, bias="negative")  # the alias moves to v2 between plan and scoring
+    assert resolve_champion(s).version == v2 != ref.version
+    results = [score_shard(s, spec) for spec in specs]
+    summary = finalize_run(s, specs, results)
+    assert summary["model_version"] == ref.version
+    rows = _rows(s.scores_dir)
+    assert {r["model_version"] for r in rows} == {ref.version}
+    assert {r["label"] for r in rows} != {"negative"}  # v1 answers, not the negative-biased v2
+    # the next run uses the new champion; the warehouse shows only the champion's scores
+    nxt = run_scoring(s, run_id="night-2", scored_at=AT + dt.timedelta(days=1))
+    assert nxt["model_version"] == v2 and nxt["planned"] == lake["n_reviews"]
+    assert _sql(s, "SELECT DISTINCT model_version, predicted_label FROM review_scores") == [(v2, "negative")]
+
+
+def test_rescore_backfills_history_with_current_champion(lake):
+    from fbk_tasks.score.testing import register_keyword_model
+
+    s = lake["settings"]
+    run_scoring(s, run_id="night-1", scored_at=AT)
+    v2 = register_keyword_model(s, bias="positive")
+    summary = run_scoring(s, rescore=True, run_id="backfill", scored_at=AT)
+    assert summary["model_version"] == v2 and summary["planned"] == lake["n_reviews"]
+    (n, n_distinct, versions), = _sql(s, "SELECT count(*), count(DISTINCT review_id), list(DISTINCT model_version) FROM review_scores")
+    assert n == n_distinct == summary["scored"] and versions == [v2]
+    (n_versions,), = _sql(s, "SELECT count(*) FROM model_versions")
+    assert n_versions == 2
+
+
+def test_no_champion_is_a_clear_error(settings):
+    with pytest.raises(NoChampionError, match="champion"):
+        resolve_champion(settings)
+
+
+def test_cli_score(lake, monkeypatch, capsys):
+    import fbk_tasks.cli as cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fbk_tasks.score.commands", "fbk_tasks.warehouse.commands"))
+    assert cli.main(["score", "--ds", "2026-03-02"]) == 0
+    out = capsys.readouterr().out
+    assert '"planned": 5' in out
+    assert cli.main(["score", "--ds", "2026-13-01"]) == 2
+    assert cli.main(["score", "--ds", "2026-04-01"]) == 2
+    assert "no curated partition" in capsys.readouterr().err
+    assert cli.main(["score"]) == 0
+    assert '"planned": 10' in capsys.readouterr().out
+
+
+class _RecordingModel:
+    """Contract-shaped model that records batch sizes and returns a bad confidence for 'nan'."""
+
+    def __init__(self):
+        self.batches = []
+
+    def predict(self, frame):
+        import pandas as pd
+
+        self.batches.append(len(frame))
+        rows = []
+        for t in frame["text"]:
+            conf = float("nan") if t == "nan" else 0.9
+            rows.append({"label": "positive", "confidence": conf, "prob_negative": 0.05, "prob_neutral": 0.05, "prob_positive": 0.9})
+        return pd.DataFrame(rows)
+
+
+def test_shard_streams_in_batches_and_rejects_invalid_predictions(settings, monkeypatch):
+    from fbk_tasks.score.registry import ModelRef
+    from fbk_tasks.score.testing import write_curated
+    from fbk_tasks.settings import load_settings
+
+    monkeypatch.setenv("FBK_SCORE__BATCH_SIZE", "4")
+    monkeypatch.setenv("FBK_SCORE__SHARDS", "1")
+    monkeypatch.setenv("FBK_SCORE__SCAN_BATCH_ROWS", "3")
+    s = load_settings()
+    texts = [f"text {i}" for i in range(10)] + ["nan", "  \n "]
+    write_curated(s, "2026-07-01", texts)
+    write_curated(s, "2026-07-01", texts[:2], start_row=0)  # the same review ids again: planned once
+    ref = ModelRef(name="m", version=7, run_id=None, uri="models:/m/7")
+    (spec,) = plan_shards(s, "2026-07-01", ref, run_id="r", scored_at=AT)
+    assert spec.n_planned == 12
+    model = _RecordingModel()
+    result = score_shard(s, spec, model=model)
+    assert max(model.batches) <= 4 and sum(model.batches) == 11
+    assert (result.planned, result.scored, result.rejected) == (12, 10, 2)
+    assert result.rejected_by_reason == {"empty_text": 1, "invalid_prediction": 1}
+    assert result.scores_file.endswith(f"ds=2026-07-01/part-7-0-{spec.plan_tag}.parquet")
+
+
+def test_registry_snapshot_is_write_once_and_tracks_alias_moves(lake):
+    from fbk_tasks.score.registry import configure_mlflow, snapshot_registry
+    from fbk_tasks.score.testing import register_keyword_model
+
+    s = lake["settings"]
+    first = snapshot_registry(s)
+    assert snapshot_registry(s) == first  # unchanged registry: nothing new written
+    v2 = register_keyword_model(s)
+    second = snapshot_registry(s)
+    assert second != first and first.exists()
+    configure_mlflow(s).set_registered_model_alias(s.mlflow.registered_model_name, "champion", str(lake["version"]))
+    third = snapshot_registry(s)  # back to v1: same content as the first, but newest wins
+    assert third not in (first, second)
+    from fbk_tasks.warehouse.build import build_warehouse
+    from fbk_tasks.warehouse.query import query
+
+    build_warehouse(s)
+    assert query(s, "SELECT model_version FROM model_versions WHERE is_champion")[1] == [(lake["version"],)]
+    assert v2 == lake["version"] + 1

@@ -1,0 +1,135 @@
+"""The DuckDB warehouse: empty and populated lakes, `fbk sql`, atomic rebuilds."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import duckdb
+import pytest
+
+from fbk_tasks.warehouse.build import build_warehouse, list_views
+from fbk_tasks.warehouse.query import query
+
+STAGING = {"stg_reviews", "stg_quarantine", "stg_ingest_ledger", "stg_scores", "stg_model_versions", "stg_score_rejections"}
+MARTS = {"reviews", "review_scores", "daily_product_sentiment", "category_sentiment", "quarantine_summary",
+         "ingest_ledger", "model_versions", "drift_metrics", "score_rejections"}
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    import fbk_tasks.cli as cli_mod
+
+    monkeypatch.setattr(cli_mod, "COMMAND_MODULES", ("fbk_tasks.score.commands", "fbk_tasks.warehouse.commands"))
+    return cli_mod.main
+
+
+def test_empty_lake_builds_typed_empty_views(settings):
+    path = build_warehouse(settings)
+    assert path == settings.warehouse_path and path.exists()
+    assert set(list_views(settings)) == STAGING | MARTS
+    for view in STAGING | MARTS:
+        assert query(settings, f"SELECT count(*) FROM {view}")[1] == [(0,)], view
+    types = dict((r[0], r[1]) for r in query(settings, "DESCRIBE review_scores")[1])
+    assert types["rating"] == "TINYINT" and types["model_version"] == "BIGINT"
+    assert types["scored_at"] == "TIMESTAMP WITH TIME ZONE" and types["ds"] == "DATE"
+    types = dict((r[0], r[1]) for r in query(settings, "DESCRIBE daily_product_sentiment")[1])
+    assert types["share_negative"] == "DOUBLE" and types["n_negative"] == "BIGINT"
+    # no temp files left next to the warehouse
+    assert sorted(p.name for p in path.parent.iterdir()) == ["warehouse.duckdb"]
+
+
+def test_populated_lake_marts(settings):
+    from fbk_tasks.score.testing import register_keyword_model, write_curated, write_ledger, write_quarantine
+    from fbk_tasks.score.run import run_scoring
+
+    write_curated(settings, "2026-05-01", ["good", "bad", "bad bad", "ok"], products=("p1", "p2"), ratings=[5, 1, 2, 3])
+    write_quarantine(settings, "2026-05-01", ["duplicate;rating_out_of_range", "duplicate"])
+    write_ledger(settings, "2026-05-01")
+    (settings.data_dir / "drift").mkdir(parents=True)
+    build_warehouse(settings)  # before any score: scores/model_versions are typed empty views
+    assert query(settings, "SELECT count(*) FROM review_scores")[1] == [(0,)]
+    register_keyword_model(settings)
+    run_scoring(settings, scored_at=__import__("datetime").datetime(2026, 5, 2, tzinfo=__import__("datetime").timezone.utc))
+    rows = query(settings, "SELECT product_id, n_reviews, n_negative, n_positive, share_negative, avg_rating "
+                           "FROM daily_product_sentiment ORDER BY product_id")[1]
+    assert rows == [("p1", 2, 1, 1, 0.5, 3.5), ("p2", 2, 1, 0, 0.5, 2.0)]
+    assert query(settings, "SELECT reason, n_rows FROM quarantine_summary ORDER BY reason")[1] == [
+        ("duplicate", 2), ("rating_out_of_range", 1)]
+    assert query(settings, "SELECT status, pii_total, duration_s FROM ingest_ledger")[1] == [("ingested", 1, 3.0)]
+    assert query(settings, "SELECT model_version, is_champion, aliases FROM model_versions")[1] == [(1, True, ["champion"])]
+    # every view reads Parquet through absolute paths
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        sqls = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE view_name LIKE 'stg_%'").fetchall())
+    finally:
+        con.close()
+    with_files = STAGING - {"stg_score_rejections"}  # nothing was rejected in this lake
+    assert all(f"read_parquet('{settings.data_dir}/" in sqls[v] for v in with_files)
+    assert "read_parquet" not in sqls["stg_score_rejections"]
+
+
+def test_rebuild_replaces_file_atomically(settings):
+    first = build_warehouse(settings)
+    inode = os.stat(first).st_ino
+    con = duckdb.connect(str(first), read_only=True)  # a reader holding the old file
+    try:
+        build_warehouse(settings)
+        assert os.stat(settings.warehouse_path).st_ino != inode
+        assert con.execute("SELECT count(*) FROM reviews").fetchone() == (0,)
+    finally:
+        con.close()
+
+
+def test_fbk_sql_formats(settings, cli, capsys):
+    assert cli(["sql", "SELECT 1"]) == 2
+    assert "fbk warehouse build" in capsys.readouterr().err
+    assert cli(["warehouse", "build"]) == 0
+    assert "built" in capsys.readouterr().out
+    stmt = "SELECT 1 AS n, 'a,b' AS s, DATE '2026-01-02' AS d, NULL AS z"
+    assert cli(["sql", stmt]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split(" | ")[0].strip() == "n" and out[2].startswith("1 ") and "NULL" in out[2] and out[-1] == "(1 row)"
+    assert cli(["sql", stmt, "--csv"]) == 0
+    assert capsys.readouterr().out == 'n,s,d,z\n1,"a,b",2026-01-02,\n'
+    assert cli(["sql", stmt, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 1, "s": "a,b", "d": "2026-01-02", "z": None}]
+    assert cli(["sql", "SELECT * FROM no_such_view"]) == 2
+    assert "no_such_view" in capsys.readouterr().err
+    # read-only: writes are refused
+    assert cli(["sql", "CREATE TABLE t AS SELECT 1"]) == 2
+    assert "read-only" in capsys.readouterr().err.lower()
+
+
+def test_in_progress_hidden_temp_files_are_ignored(settings):
+    """Atomic writers leave ``.tmp-<uuid>-part-x.parquet`` while writing; DuckDB's ``*`` would
+    match it and fail every query ("too small to be a Parquet file")."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.score.plan import plan_shards
+    from fbk_tasks.score.registry import ModelRef
+    from fbk_tasks.score.testing import write_curated
+    from fbk_tasks.warehouse.sources import DRIFT_SCHEMA
+
+    write_curated(settings, "2026-08-01", ["good", "bad"])
+    part = settings.curated_dir / "ds=2026-08-01"
+    (part / ".tmp-0123abcd-part-ffff.parquet").write_bytes(b"half a file")
+    drift = settings.data_dir / "drift" / "ds=2026-08-01"
+    drift.mkdir(parents=True)
+    build_warehouse(settings)
+    empty_cols = [r[0] for r in query(settings, "DESCRIBE drift_metrics")[1]]
+    pq.write_table(pa.Table.from_pylist([{"ds": "2026-08-01", "model_version": 1, "signal": "psi", "scope": "all", "value": 0.3,
+                                          "threshold": 0.2, "fired": True, "detail": "{}", "metric": "psi", "drifted": True,
+                                          "computed_at": dt.datetime(2026, 8, 2, tzinfo=dt.timezone.utc)}], schema=DRIFT_SCHEMA),
+                   drift / "part-0.parquet")
+    (drift / ".tmp-feed-part-0.parquet").write_bytes(b"")
+    build_warehouse(settings)
+    assert query(settings, "SELECT count(*) FROM reviews")[1] == [(2,)]
+    assert query(settings, "SELECT ds, metric, drifted FROM drift_metrics")[1] == [(dt.date(2026, 8, 1), "psi", True)]
+    assert [r[0] for r in query(settings, "DESCRIBE drift_metrics")[1]] == empty_cols  # same columns empty or not
+    specs = plan_shards(settings, "2026-08-01", ModelRef("m", 1, None, "models:/m/1"), run_id="r")
+    assert sum(s.n_planned for s in specs) == 2
+    assert all(".tmp" not in f for s in specs for f in s.files)
