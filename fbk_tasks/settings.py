@@ -51,7 +51,6 @@ class IngestSettings(_Section):
     max_duplicate_share: Share = Field(0.2, description="A file whose duplicate share exceeds this fails the run.")
     dedup_window_days: int = Field(30, ge=0, description="Window for (product, normalised text) duplicates across days.")
     future_tolerance_minutes: int = Field(5, ge=0, description="Clock skew allowed before a timestamp counts as future.")
-    redact_pii: bool = Field(True, description="Redact personal data before curated storage (never turn off in production).")
 
     _share_checks = field_validator("max_quarantine_share", "max_duplicate_share")(_check_share)
 
@@ -70,59 +69,117 @@ class MlflowSettings(_Section):
     artifact_location: str | None = Field(None, description="Artifact root for new experiments; default: under the data root.")
     experiment_prefix: str = Field("fbk", description="Experiments are named <prefix>-<task>.")
     registered_model_name: str = Field("review-sentiment", description="Registered model name.")
+    verify_timeout_s: int = Field(
+        900, ge=10, description="Limit for the promotion gate's fresh-process load-and-predict check (seconds)."
+    )
 
 
 class TrainSettings(_Section):
     """Fine-tuning, baseline and the promotion gate (see fbk_tasks/train)."""
 
     base_model: str = Field("minilm", description="'minilm' (packaged all-MiniLM-L6-v2), a local directory, or a hub id.")
-    max_length: int = Field(64, ge=8, le=4096)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
-    epochs: float = Field(2.0, gt=0)
-    warmup_ratio: Share = Field(0.06)
-    weight_decay: float = Field(0.01, ge=0)
-    seed: int = 13
-    early_stopping_patience: int = Field(1, ge=0)
-    class_weights: bool = True
+    max_length: int = Field(64, ge=8, le=4096, description="Token length cap for fine-tuning and prediction.")
+    batch_size: int = Field(32, ge=1, description="Training batch size on CPU.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate of the fine-tune.")
+    epochs: float = Field(2.0, gt=0, description="Fine-tuning epochs (fractions allowed: stops after that share of steps).")
+    warmup_ratio: Share = Field(0.06, description="Share of steps of linear learning-rate warm-up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
+    seed: int = Field(13, description="Seed of splits, golden sample, batching and model init.")
+    early_stopping_patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping.")
+    class_weights: bool = Field(True, description="Balanced class weights in the fine-tune loss.")
     max_train_samples: int | None = Field(None, ge=1, description="Cap on training rows (quick runs, demo).")
-    min_rows_per_class: int = Field(20, ge=1)
-    golden_fraction: Share = Field(0.2)
-    golden_max_rows: int = Field(5000, ge=10)
-    dev_fraction: Share = Field(0.1)
-    min_slice_rows: int = Field(50, ge=1)
+    min_rows_per_class: int = Field(20, ge=1, description="Fewer labelled rows in a present class refuses training.")
+    golden_fraction: Share = Field(0.2, description="Share of labelled rows taken (once) as the golden set.")
+    golden_max_rows: int = Field(5000, ge=10, description="Cap on golden-set rows.")
+    dev_fraction: Share = Field(0.1, description="Share of non-golden rows held out for early stopping.")
+    min_slice_rows: int = Field(50, ge=1, description="Golden rows a slice needs to get a per-slice F1 (and a gate check).")
     min_delta: float = Field(0.0, ge=0, le=1, description="Macro-F1 a candidate must gain over the champion.")
     slice_tolerance: Share = Field(0.05, description="Largest per-slice F1 loss the gate allows.")
     candidates: list[str] = Field(["baseline", "transformer"], description="Candidates to train.")
     pretrain: bool = Field(False, description="Domain pre-train a small BERT first (languages without a base model).")
-    pretrain_language: str = "zh"
-    pretrain_vocab_size: int = Field(8000, ge=100)
-    pretrain_steps: int = Field(2000, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    pretrain_language: str = Field("zh", description="Language of the curated text used for pre-training.")
+    pretrain_vocab_size: int = Field(8000, ge=100, description="WordPiece vocabulary size of pre-training.")
+    pretrain_steps: int = Field(2000, ge=1, description="Masked-LM optimisation steps.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present, else CPU.")
     torch_threads: int | None = Field(None, ge=1, description="Default: the number of cores.")
+    eval_batch_size: int = Field(64, ge=1, description="Batch size for dev/golden evaluation and pyfunc prediction.")
+    cuda_batch_size: int = Field(128, ge=1, description="Training batch size used instead of batch_size on CUDA.")
+    length_group_factor: int = Field(
+        50, ge=1, description="Length-grouped batching: sort by length within mega-batches of batch_size * this."
+    )
+    log_every_steps: int = Field(50, ge=1, description="Plain progress log line every N steps when not on a TTY.")
+    gpu_queue: str | None = Field(
+        None,
+        description="Distributed mode: Celery queue (and pool of the same name, which must exist) for the "
+        "transformer training task; None runs every candidate on the default queue.",
+    )
+    baseline_max_features: int = Field(200_000, ge=100, description="Vocabulary cap of each TF-IDF vectorizer.")
+    ece_bins: int = Field(10, ge=2, description="Bins of the expected calibration error.")
+    pretrain_max_length: int = Field(128, ge=8, description="Sequence length of masked-LM pre-training.")
+    pretrain_hidden_size: int = Field(256, ge=16, description="Hidden size of the pre-trained small BERT.")
+    pretrain_layers: int = Field(4, ge=1, description="Transformer layers of the pre-trained small BERT.")
+    pretrain_heads: int = Field(4, ge=1, description="Attention heads of the pre-trained small BERT.")
+    pretrain_batch_size: int = Field(64, ge=1, description="Batch size of masked-LM pre-training.")
+    pretrain_learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate of masked-LM pre-training.")
 
     _share_checks = field_validator("warmup_ratio", "golden_fraction", "dev_fraction", "slice_tolerance")(_check_share)
 
 
 class ScoreSettings(_Section):
-    """Nightly batch scoring."""
+    """Nightly batch scoring (see fbk_tasks/score) and the analysts' warehouse."""
 
-    shards: int = Field(2, ge=1)
-    batch_size: int = Field(64, ge=1)
-    use_onnx: bool = True
+    shards: int = Field(2, ge=1, description="Shards a scoring run is split into (mapped Airflow tasks); by hash of review_id.")
+    batch_size: int = Field(64, ge=1, description="Reviews read from Parquet and sent to the model per predict call.")
+    use_onnx: bool = Field(True, description="Reserved for an ONNX-serving champion; the pyfunc contract path ignores it.")
+    model_alias: str = Field("champion", min_length=1, description="Registry alias whose version a scoring run pins (resolved once per run).")
+    scan_batch_rows: int = Field(8192, ge=1, description="Rows per Arrow batch when scanning curated Parquet (planning and scoring).")
+    max_error_detail_chars: int = Field(500, ge=20, description="Longest model-error message kept in a rejection row.")
 
 
 class DriftSettings(_Section):
-    """Drift monitoring policy."""
+    """Drift monitoring: signals against the champion's training reference, and the retrain policy
+    (see fbk_tasks/drift and docs/drift.md). Every threshold is an effect size, never a p-value."""
 
-    min_batch_rows: int = Field(200, ge=1)
-    psi_threshold: float = Field(0.2, ge=0)
-    auc_threshold: Share = Field(0.7)
-    agreement_drop: Share = Field(0.1)
-    signals_required: int = Field(2, ge=1)
-    cooldown_days: int = Field(3, ge=0)
+    min_batch_rows: int = Field(200, ge=1, description="Scored reviews a night needs before the policy may fire.")
+    min_category_rows: int = Field(100, ge=1, description="Rows a category needs (night and reference) for per-category signals.")
+    psi_threshold: float = Field(0.2, ge=0, description="PSI at which a share signal (predictions, categories, languages, text length) fires.")
+    severe_psi_threshold: float = Field(0.5, ge=0, description="PSI at which a share signal fires the retrain alone.")
+    auc_threshold: Share = Field(0.7, description="Domain-classifier ROC AUC (reference vs night, cross-validated) at which input drift fires.")
+    severe_auc_threshold: Share = Field(0.9, description="Domain-classifier AUC that fires the retrain alone.")
+    agreement_drop: Share = Field(0.1, description="Drop of prediction/rating agreement (reference minus night) that fires.")
+    severe_agreement_drop: Share = Field(0.25, description="Agreement drop that fires the retrain alone.")
+    novel_term_share: Share = Field(0.05, description="Share of night reviews containing a frequent term never seen in the reference that fires.")
+    severe_novel_term_share: Share = Field(0.2, description="Novel-term share that fires the retrain alone.")
+    unk_rate_increase: Share = Field(0.05, description="Increase of the mean [UNK]-token share (MiniLM tokenizer) that fires.")
+    severe_unk_rate_increase: Share = Field(0.3, description="[UNK]-share increase that fires the retrain alone.")
+    signals_required: int = Field(2, ge=1, description="Distinct signals that must fire together to request a retrain.")
+    cooldown_days: int = Field(3, ge=0, description="Days after a retrain (request or champion promotion) during which no retrain is requested.")
+    reference_max_rows: int = Field(2000, ge=50, description="Cap on reference reviews sampled (and scored once per champion version, cached).")
+    domain_max_rows: int = Field(2000, ge=20, description="Cap per side (reference, night) of the balanced domain-classifier sample.")
+    domain_cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the domain classifier.")
+    cjk_dominant_share: Share = Field(0.5, description="Chinese share (night or reference) above which the domain classifier uses character n-grams instead of MiniLM embeddings.")
+    reference_fallback_partitions: int = Field(7, ge=1, description="Without training lineage on the champion, the latest N curated partitions before the night are the reference.")
+    use_encoder: bool = Field(True, description="Use the packaged MiniLM encoder (embeddings, [UNK] share); off: character n-grams only.")
+    embed_max_length: int = Field(64, ge=8, le=512, description="Token cap of the MiniLM sentence encoder.")
+    top_terms: int = Field(15, ge=1, description="Separating terms listed in the report.")
+    seed: int = Field(17, description="Seed of every sample and fold split.")
+    alert_webhook_url: str | None = Field(None, description="POST a JSON alert here when a monitor task fails (None: log only).")
+    alert_email: str | None = Field(None, description="Also e-mail failures here through Airflow's SMTP settings (None: no e-mail).")
+    alert_timeout_s: float = Field(10.0, gt=0, description="Timeout of the alert webhook call.")
 
-    _share_checks = field_validator("auc_threshold", "agreement_drop")(_check_share)
+    _share_checks = field_validator(
+        "auc_threshold", "severe_auc_threshold", "agreement_drop", "severe_agreement_drop", "novel_term_share",
+        "severe_novel_term_share", "unk_rate_increase", "severe_unk_rate_increase", "cjk_dominant_share",
+    )(_check_share)
+
+    @model_validator(mode="after")
+    def _severe_above_normal(self) -> "DriftSettings":
+        for normal, severe in (("psi_threshold", "severe_psi_threshold"), ("auc_threshold", "severe_auc_threshold"),
+                               ("agreement_drop", "severe_agreement_drop"), ("novel_term_share", "severe_novel_term_share"),
+                               ("unk_rate_increase", "severe_unk_rate_increase")):
+            if getattr(self, severe) < getattr(self, normal):
+                raise ValueError(f"drift.{severe} must not be below drift.{normal}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -137,7 +194,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Data root: landing, curated, quarantine, scores, reports, stores.")
     timezone: str = Field("UTC", description="Time zone of logical dates.")
-    demo_seed: int = 7
+    demo_seed: int = Field(7, description="Seed of the demo's generated reviews.")
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)

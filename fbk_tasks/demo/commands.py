@@ -55,7 +55,19 @@ def _run_dag(bag, dag_id: str, ds: str) -> str:
     return state
 
 
+# The demo keeps training small so that it finishes in minutes on two cores; any of these can
+# be overridden from the environment.
+DEMO_ENV = {
+    "FBK_TRAIN__MAX_TRAIN_SAMPLES": "3000",
+    "FBK_TRAIN__EPOCHS": "1",
+    "FBK_TRAIN__MAX_LENGTH": "64",
+    "FBK_TRAIN__GOLDEN_MAX_ROWS": "800",
+}
+
+
 def run_demo(nights: int, rows: int, start: str) -> None:
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
     settings = load_settings()
     prepare_airflow(settings)
     from airflow.dag_processing.dagbag import DagBag
