@@ -8,8 +8,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export MLFLOW_ENABLE_TELEMETRY := false
-export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
 
 .PHONY: install demo test test-fast bench clean up
 
@@ -36,3 +36,12 @@ bench: install
 
 clean:
 	rm -rf data .pytest_cache
+
+# Embedded stack (airflow standalone + mlflow ui on the local stores); Ctrl-C stops it.
+up: install
+	VENV_BIN=$(VENV)/bin scripts/up.sh
+
+# A real distributed run (CeleryExecutor on local PostgreSQL + Redis, MLflow server), torn down after.
+.PHONY: cluster
+cluster: install
+	$(PY) scripts/cluster.py run
