@@ -49,6 +49,22 @@ def _print(report, as_json: bool) -> None:
         print(f"Data Docs: {report.docs_index}")
 
 
+def _ledger(args: argparse.Namespace) -> int:
+    from fbk_tasks.ingest.pipeline import read_ledger
+    from fbk_tasks.settings import load_settings
+
+    ledger = read_ledger(load_settings())
+    if args.ds:
+        ledger = ledger[ledger["ds"].astype(str) == args.ds]
+    cols = ["ds", "run_id", "source_file", "status", "rows_read", "rows_curated", "rows_quarantined", "rows_duplicate", "error"]
+    ledger = ledger.sort_values(["ds", "started_at"])[cols].tail(args.limit)
+    if args.json:
+        print(ledger.to_json(orient="records", indent=2, date_format="iso"))
+    else:
+        print(ledger.to_string(index=False, max_colwidth=60) if len(ledger) else "(the ledger is empty)")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="Land files and ingest them for a logical date (same code path as the DAG).")
     p.add_argument("files", nargs="*", help="CSV/TSV/JSONL/Parquet files; none: ingest what is already in landing/")
@@ -56,3 +72,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ds", default=date.today().isoformat(), help="logical date YYYY-MM-DD (default: today)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("ledger", help="Show the ingestion ledger (one row per file and run).")
+    p.add_argument("--ds", help="only this logical date")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_ledger)
