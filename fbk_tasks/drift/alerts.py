@@ -1,0 +1,70 @@
+"""Failure alerts of the monitor DAG: always a log line; a webhook POST and/or an e-mail when
+configured (``drift.alert_webhook_url``, ``drift.alert_email``). Never raises: an alert that
+cannot be sent is logged, the failure itself stays what Airflow reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+def alert_payload(context: dict[str, Any]) -> dict[str, Any]:
+    ti = context.get("task_instance") or context.get("ti")
+    dag_run = context.get("dag_run")
+    return {
+        "dag_id": getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(dag_run, "run_id", None) or getattr(ti, "run_id", None),
+        "try_number": getattr(ti, "try_number", None),
+        "logical_date": str(context.get("logical_date")),
+        "error": str(context.get("exception"))[:2000] if context.get("exception") is not None else None,
+    }
+
+
+def _post(url: str, payload: dict[str, Any], timeout: float) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL is operator configuration
+        resp.read()
+
+
+def _email(to: str, payload: dict[str, Any]) -> None:
+    from airflow.utils.email import send_email
+
+    send_email(to, f"[fbk] {payload['dag_id']}.{payload['task_id']} failed", f"<pre>{json.dumps(payload, indent=1)}</pre>")
+
+
+def notify_failure(context: dict[str, Any], settings=None, post: Callable = _post, email: Callable = _email) -> dict[str, Any]:
+    """The ``on_failure_callback`` body; returns what was done (for tests)."""
+    payload = alert_payload(context)
+    log.error("fbk monitor task failed: %s", json.dumps(payload, default=str))
+    done = {"payload": payload, "webhook": False, "email": False}
+    try:
+        if settings is None:
+            from fbk_tasks.settings import load_settings
+
+            settings = load_settings()
+        d = settings.drift
+    except Exception as exc:  # settings broken: the log line is all we can do
+        log.error("alert settings unavailable: %s", exc)
+        return done
+    if d.alert_webhook_url:
+        try:
+            post(d.alert_webhook_url, payload, d.alert_timeout_s)
+            done["webhook"] = True
+        except Exception as exc:
+            log.error("alert webhook %s failed: %s", d.alert_webhook_url, exc)
+    if d.alert_email:
+        try:
+            email(d.alert_email, payload)
+            done["email"] = True
+        except Exception as exc:
+            log.error("alert e-mail to %s failed: %s", d.alert_email, exc)
+    return done
+
+
+__all__ = ["alert_payload", "notify_failure"]

@@ -1,0 +1,330 @@
+"""One night of drift monitoring on the lake: load, measure, decide, write metrics and report.
+
+Layout:
+
+* reads ``<curated_dir>/ds=D/*.parquet`` and ``<scores_dir>/ds=D/*.parquet`` (the night);
+* the *reference* is what the scoring model was trained on: the curated partitions named by the
+  ``data.partitions`` param of the model version's MLflow run (training lineage). Without
+  lineage (a model registered by hand) the latest ``drift.reference_fallback_partitions``
+  partitions before the night are used, and the report says so;
+* ``<state_dir>/drift/reference-<version>.parquet``: a capped, seeded sample of the reference
+  scored once by that version (pyfunc) plus its MiniLM embeddings: the cache every later
+  night reuses;
+* writes ``<data_dir>/drift/ds=D/part-0.parquet`` (one row per signal x scope, plus a
+  ``decision`` row) atomically and ``<reports_dir>/drift/drift-D.html``;
+* ``<state_dir>/drift/retrain_requests.jsonl``: one line per retrain request (cooldown).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fbk_tasks.drift.policy import Decision, SignalResult, decide
+from fbk_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PARTITIONS_PARAM = "data.partitions"
+REQUESTS_FILE = "retrain_requests.jsonl"
+
+
+class DriftInputError(LookupError):
+    """The night cannot be measured (no scores, no reference, no model); the message says why."""
+
+
+@dataclass
+class NightMeasurement:
+    ds: str
+    model_name: str
+    model_version: int
+    n_rows: int
+    reference_partitions: list[str]
+    reference_source: str  # "training lineage" | "fallback: ..."
+    results: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+    computed_at: str = ""
+
+    def signal_results(self) -> list[SignalResult]:
+        return [SignalResult(**r) for r in self.results]
+
+    def save(self, path: Path) -> Path:
+        from fbk_tasks.io.atomic import write_text
+
+        return write_text(json.dumps(asdict(self), default=_json_default), path)
+
+    @classmethod
+    def load(cls, path: Path) -> "NightMeasurement":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def drift_state_dir(settings: Settings) -> Path:
+    return settings.state_dir / "drift"
+
+
+def metrics_path(settings: Settings, ds: str) -> Path:
+    return settings.data_dir / "drift" / f"ds={ds}" / "part-0.parquet"
+
+
+def report_path(settings: Settings, ds: str) -> Path:
+    return settings.reports_dir / "drift" / f"drift-{ds}.html"
+
+
+def measurement_path(settings: Settings, ds: str) -> Path:
+    return drift_state_dir(settings) / "measurements" / f"measurement-{ds}.json"
+
+
+def reference_cache_path(settings: Settings, version: int) -> Path:
+    return drift_state_dir(settings) / f"reference-{version}.parquet"
+
+
+# -- reading the lake --------------------------------------------------------------------------
+
+
+def _read_dir(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return pd.DataFrame(columns=columns or [])
+    tables = [pq.read_table(f, columns=columns) for f in files]
+    import pyarrow as pa
+
+    return pa.concat_tables(tables, promote_options="default").to_pandas(types_mapper=None)
+
+
+CURATED_COLUMNS = ["review_id", "text", "language", "product_category", "rating", "label"]
+
+
+def _objects(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.astype(object)
+    return out.where(pd.notna(out), None)
+
+
+def load_night(settings: Settings, ds: str) -> tuple[pd.DataFrame, str, int]:
+    """The night's scored reviews joined to curated columns; returns (frame, model_name, version).
+
+    When a night was scored by several versions, the version with most rows (then the highest)
+    is monitored."""
+    scores = _read_dir(settings.scores_dir / f"ds={ds}", ["review_id", "model_name", "model_version", "label"])
+    if scores.empty:
+        raise DriftInputError(f"no scores for ds={ds} under {settings.scores_dir} (run scoring first)")
+    counts = scores.groupby("model_version").size()
+    version = int(max(counts.index, key=lambda v: (counts[v], v)))
+    scores = scores[scores["model_version"] == version].drop_duplicates("review_id")
+    name = str(scores["model_name"].iloc[0])
+    curated = _read_dir(settings.curated_dir / f"ds={ds}", CURATED_COLUMNS)
+    frame = curated.merge(scores.rename(columns={"label": "predicted"})[["review_id", "predicted"]], on="review_id")
+    return _objects(frame), name, version
+
+
+def _champion_lineage(settings: Settings, name: str, version: int) -> tuple[list[str] | None, dict[str, str]]:
+    """(training partitions from the version's run, the version's tags)."""
+    from fbk_tasks.score.registry import configure_mlflow
+
+    client = configure_mlflow(settings)
+    mv = client.get_model_version(name, str(version))
+    tags = dict(mv.tags or {})
+    if not mv.run_id:
+        return None, tags
+    try:
+        params = client.get_run(mv.run_id).data.params
+    except Exception:  # run deleted: no lineage
+        return None, tags
+    raw = params.get(PARTITIONS_PARAM)
+    parts = [p for p in raw.split(",") if p] if raw else None
+    return parts, tags
+
+
+def reference_partitions(settings: Settings, ds: str, lineage: list[str] | None) -> tuple[list[str], str]:
+    """The reference partitions (never the night itself) and where they came from."""
+    available = sorted(p.name[3:] for p in settings.curated_dir.glob("ds=*") if p.is_dir())
+    if lineage:
+        parts = [p for p in lineage if p != ds and p in available]
+        if parts:
+            return parts, "training lineage (MLflow param data.partitions)"
+    before = [p for p in available if p < ds][-settings.drift.reference_fallback_partitions :]
+    if not before:
+        raise DriftInputError(f"no reference: the model has no usable training lineage and no curated partition precedes {ds}")
+    why = "no training lineage on the model version" if not lineage else "training partitions no longer on disk"
+    return before, f"fallback ({why}): latest {len(before)} partition(s) before the night"
+
+
+def load_reference(settings: Settings, name: str, version: int, parts: list[str], use_encoder: bool = True) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The cached, scored reference sample of ``version`` (built on first use)."""
+    import pyarrow as pa
+
+    from fbk_tasks.drift import signals as sg
+    from fbk_tasks.io.atomic import write_parquet
+
+    path = reference_cache_path(settings, version)
+    if path.exists():
+        frame = pd.read_parquet(path)
+        emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32) if "embedding" in frame.columns and frame["embedding"].notna().all() and len(frame) else None
+        if emb is not None or not use_encoder:
+            return _objects(frame.drop(columns=["embedding"], errors="ignore")), emb
+    frames = [_read_dir(settings.curated_dir / f"ds={p}", CURATED_COLUMNS) for p in parts]
+    ref = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(columns=CURATED_COLUMNS)
+    ref = ref.drop_duplicates("review_id").sort_values("review_id", kind="stable").reset_index(drop=True)
+    if len(ref) > settings.drift.reference_max_rows:
+        ref = ref.sample(settings.drift.reference_max_rows, random_state=settings.drift.seed).sort_values("review_id").reset_index(drop=True)
+    if ref.empty:
+        raise DriftInputError(f"reference partitions {parts} hold no reviews")
+    import mlflow
+
+    from fbk_tasks.score.registry import configure_mlflow
+
+    configure_mlflow(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    preds = model.predict(pd.DataFrame({"text": [str(t) for t in ref["text"]]}))
+    ref = _objects(ref)
+    ref["predicted"] = [str(v) for v in preds["label"]]
+    ref["confidence"] = [float(v) for v in preds["confidence"]]
+    emb = sg.embed([str(t) for t in ref["text"]], settings.drift.embed_max_length) if use_encoder else None
+    table = pa.Table.from_pandas(ref.assign(rating=pd.array([None if r is None else int(r) for r in ref["rating"]], dtype="Int64")), preserve_index=False)
+    if emb is not None:
+        table = table.append_column("embedding", pa.array(list(emb), pa.list_(pa.float32())))
+    write_parquet(table, path)
+    log.info("reference cache for v%s: %d rows from %s -> %s", version, len(ref), parts, path)
+    return ref, emb
+
+
+# -- cooldown state ------------------------------------------------------------------------------
+
+
+def record_retrain_request(settings: Settings, ds: str, decision: Decision, model_version: int) -> Path:
+    """Append this night's retrain request to the state file (idempotent per ds)."""
+    from fbk_tasks.io.atomic import write_text
+
+    path = drift_state_dir(settings) / REQUESTS_FILE
+    lines = path.read_text().splitlines() if path.exists() else []
+    entries = [json.loads(x) for x in lines if x.strip()]
+    entries = [e for e in entries if e.get("ds") != ds]
+    entries.append({"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                    "reasons": decision.reasons})
+    return write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in sorted(entries, key=lambda e: e["ds"])), path)
+
+
+def last_retrain(settings: Settings, ds: str, version_tags: dict[str, str] | None = None) -> str | None:
+    """Latest date on or before ``ds`` of a retrain: a request recorded for an *earlier* night,
+    or the scoring version's promotion (``fbk.gate.at`` tag)."""
+    dates: list[str] = []
+    path = drift_state_dir(settings) / REQUESTS_FILE
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line).get("ds")
+                if d and d < ds:
+                    dates.append(d)
+    gate_at = (version_tags or {}).get("fbk.gate.at")
+    if gate_at and gate_at[:10] <= ds:
+        dates.append(gate_at[:10])
+    return max(dates) if dates else None
+
+
+# -- the night -------------------------------------------------------------------------------------
+
+
+def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) -> NightMeasurement:
+    """Load the night and its reference and measure every signal (thresholds applied).
+    ``use_encoder`` defaults to ``settings.drift.use_encoder``."""
+    from fbk_tasks.drift.compute import compute_signals
+
+    use_encoder = settings.drift.use_encoder if use_encoder is None else use_encoder
+    night, name, version = load_night(settings, ds)
+    lineage, tags = _champion_lineage(settings, name, version)
+    parts, source = reference_partitions(settings, ds, lineage)
+    ref, emb = load_reference(settings, name, version, parts, use_encoder)
+    m = compute_signals(ref, night, settings.drift, reference_embeddings=emb, use_encoder=use_encoder)
+    m.info["version_tags"] = {k: v for k, v in tags.items() if k.startswith("fbk.gate.")}
+    return NightMeasurement(ds=ds, model_name=name, model_version=version, n_rows=len(night), reference_partitions=parts,
+                            reference_source=source, results=[r.to_dict() for r in m.results], info=m.info,
+                            computed_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
+
+
+def _clean(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def write_metrics(settings: Settings, meas: NightMeasurement, decision: Decision) -> Path:
+    """``<data_dir>/drift/ds=D/part-0.parquet``: one row per signal x scope and a decision row.
+
+    Columns: ds, model_version, signal, scope, value, threshold, fired, detail (JSON), and for
+    the warehouse's ``drift_metrics`` view also metric (= signal), drifted (= fired), computed_at."""
+    import pyarrow as pa
+
+    from fbk_tasks.io.atomic import write_parquet
+
+    computed = _dt.datetime.fromisoformat(meas.computed_at) if meas.computed_at else _dt.datetime.now(_dt.timezone.utc)
+    rows = []
+    for r in meas.signal_results():
+        detail = {**r.detail, "severe": r.severe, "severe_threshold": _clean(r.severe_threshold)}
+        rows.append((r.signal, r.scope, _clean(r.value), _clean(r.threshold), r.fired, detail))
+    rows.append(("decision", "all", float(len(decision.fired_signals)), float(settings.drift.signals_required),
+                 decision.retrain, {**decision.to_dict(), "reference_partitions": meas.reference_partitions,
+                                    "reference_source": meas.reference_source, "features": meas.info.get("features")}))
+    table = pa.table({
+        "ds": pa.array([meas.ds] * len(rows), pa.string()),
+        "model_version": pa.array([meas.model_version] * len(rows), pa.int64()),
+        "signal": pa.array([r[0] for r in rows], pa.string()),
+        "scope": pa.array([r[1] for r in rows], pa.string()),
+        "value": pa.array([r[2] for r in rows], pa.float64()),
+        "threshold": pa.array([r[3] for r in rows], pa.float64()),
+        "fired": pa.array([bool(r[4]) for r in rows], pa.bool_()),
+        "detail": pa.array([json.dumps(r[5], sort_keys=True, default=_json_default) for r in rows], pa.string()),
+        "metric": pa.array([r[0] for r in rows], pa.string()),
+        "drifted": pa.array([bool(r[4]) for r in rows], pa.bool_()),
+        "computed_at": pa.array([computed] * len(rows), pa.timestamp("us", tz="UTC")),
+    })
+    return write_parquet(table, metrics_path(settings, meas.ds))
+
+
+def decide_night(settings: Settings, meas: NightMeasurement) -> tuple[Decision, Path, Path]:
+    """Apply the policy (cooldown from state), write metrics and the HTML report."""
+    from fbk_tasks.drift.report import write_report
+
+    last = last_retrain(settings, meas.ds, meas.info.get("version_tags"))
+    decision = decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds, last)
+    mpath = write_metrics(settings, meas, decision)
+    rpath = write_report(settings, meas, decision, report_path(settings, meas.ds))
+    log.info("drift %s v%s: %s (%s)", meas.ds, meas.model_version, decision.status, "; ".join(decision.reasons))
+    return decision, mpath, rpath
+
+
+def run_drift(settings: Settings, ds: str, use_encoder: bool | None = None) -> dict[str, Any]:
+    """Measure and decide one night (the ``fbk drift`` path); returns a JSON-able summary."""
+    meas = measure_night(settings, ds, use_encoder)
+    decision, mpath, rpath = decide_night(settings, meas)
+    return summary(meas, decision, mpath, rpath)
+
+
+def summary(meas: NightMeasurement, decision: Decision, mpath: Path, rpath: Path) -> dict[str, Any]:
+    return {"ds": meas.ds, "model_name": meas.model_name, "model_version": meas.model_version, "n_rows": meas.n_rows,
+            "decision": decision.to_dict(), "features": meas.info.get("features"),
+            "reference_partitions": meas.reference_partitions, "reference_source": meas.reference_source,
+            "metrics_path": str(mpath), "report_path": str(rpath)}
+
+
+__all__ = [
+    "DriftInputError", "NightMeasurement", "decide_night", "last_retrain", "load_night", "load_reference",
+    "measure_night", "metrics_path", "record_retrain_request", "reference_cache_path", "reference_partitions",
+    "report_path", "run_drift", "summary", "write_metrics",
+]
