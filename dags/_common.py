@@ -7,11 +7,21 @@ from datetime import timedelta
 import pendulum
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+def on_failure(context) -> None:
+    """Every task's failure callback: log, and post/e-mail per the `alerts` settings (never raises)."""
+    from fbk_tasks.alerts import notify_failure
+
+    notify_failure(context)
+
+
 DEFAULT_ARGS = {
     "owner": "fbk",
     "retries": 2,
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
+    "on_failure_callback": on_failure,
 }
 
 

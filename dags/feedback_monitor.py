@@ -18,7 +18,7 @@ Runs whenever scoring updates `Asset('review_scores')`.
    updates `Asset('retrain_requested')` with the reasons and numbers, which schedules
    `feedback_train`. Otherwise skipped.
 
-Failures are logged and, when configured (`drift.alert_webhook_url`, `drift.alert_email`),
+Failures are logged and, when configured (`alerts.webhook_url`, `alerts.email`),
 posted / e-mailed. The same path runs without Airflow as `fbk drift [--ds D]`.
 """
 
@@ -29,13 +29,6 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 REVIEW_SCORES = Asset("review_scores")
 RETRAIN_REQUESTED = Asset("retrain_requested")
-
-
-def on_failure(context) -> None:
-    """Log the failure and send the configured alerts (never raises)."""
-    from fbk_tasks.drift.alerts import notify_failure
-
-    notify_failure(context)
 
 
 def _night(context) -> str:
@@ -61,7 +54,7 @@ def _night(context) -> str:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["fbk", "monitoring", "drift"],
-    default_args={**DEFAULT_ARGS, "on_failure_callback": on_failure},  # per task, with its exception
+    default_args=DEFAULT_ARGS,  # includes the failure alert (per task, with its exception)
     params={"ds": Param(None, type=["null", "string"], description="Night to check (YYYY-MM-DD); default: latest scored.")},
 )
 def feedback_monitor():

@@ -36,9 +36,33 @@ from airflow.sdk import (
     task,
 )
 
+from _common import DEFAULT_ARGS, START_DATE
+
 CURATED_REVIEWS = Asset("curated_reviews")
 REVIEW_SCORES = Asset("review_scores")
 NIGHTLY_CRON = "0 3 * * *"
+
+
+def _deadline():
+    """Alert (alerts.* settings) when a night's scoring has not finished score.deadline_minutes
+    after its logical date. The one setting read at parse time; a broken setting must not
+    break parsing (the tasks then fail with the real message)."""
+    try:
+        from fbk_tasks.settings import load_settings
+
+        minutes = load_settings().score.deadline_minutes
+    except Exception:
+        minutes = None
+    if not minutes:
+        return None
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=dt.timedelta(minutes=minutes),
+        callback=AsyncCallback("fbk_tasks.alerts.deadline_missed", kwargs={"message": f"feedback_score not finished {minutes} min after its logical date"}),
+    )
 
 
 def _run_scored_at() -> tuple[str, str]:
@@ -55,12 +79,13 @@ def _run_scored_at() -> tuple[str, str]:
         timetable=CronTriggerTimetable(NIGHTLY_CRON, timezone="UTC"),
         assets=CURATED_REVIEWS,
     ),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=START_DATE,
     catchup=False,
+    deadline=_deadline(),
     max_active_runs=1,
     doc_md=__doc__,
     tags=["fbk", "scoring", "mlflow"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args=DEFAULT_ARGS,
     params={
         "ds": Param(None, type=["null", "string"], description="Only this curated partition (YYYY-MM-DD)."),
         "rescore": Param(False, type="boolean", description="Score again with the current champion."),

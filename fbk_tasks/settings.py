@@ -130,7 +130,12 @@ class ScoreSettings(_Section):
 
     shards: int = Field(2, ge=1, description="Shards a scoring run is split into (mapped Airflow tasks); by hash of review_id.")
     batch_size: int = Field(64, ge=1, description="Reviews read from Parquet and sent to the model per predict call.")
-    use_onnx: bool = Field(True, description="Reserved for an ONNX-serving champion; the pyfunc contract path ignores it.")
+    deadline_minutes: int | None = Field(
+        None,
+        ge=1,
+        description="A scoring run must finish this many minutes after its logical date, or an alert fires (None: no "
+        "deadline). Off by default: dag.test() in Airflow 3.3.2 crashes on DAGs with a deadline (apache/airflow#73428).",
+    )
     model_alias: str = Field("champion", min_length=1, description="Registry alias whose version a scoring run pins (resolved once per run).")
     scan_batch_rows: int = Field(8192, ge=1, description="Rows per Arrow batch when scanning curated Parquet (planning and scoring).")
     max_error_detail_chars: int = Field(500, ge=20, description="Longest model-error message kept in a rejection row.")
@@ -163,9 +168,6 @@ class DriftSettings(_Section):
     embed_max_length: int = Field(64, ge=8, le=512, description="Token cap of the MiniLM sentence encoder.")
     top_terms: int = Field(15, ge=1, description="Separating terms listed in the report.")
     seed: int = Field(17, description="Seed of every sample and fold split.")
-    alert_webhook_url: str | None = Field(None, description="POST a JSON alert here when a monitor task fails (None: log only).")
-    alert_email: str | None = Field(None, description="Also e-mail failures here through Airflow's SMTP settings (None: no e-mail).")
-    alert_timeout_s: float = Field(10.0, gt=0, description="Timeout of the alert webhook call.")
 
     _share_checks = field_validator(
         "auc_threshold", "severe_auc_threshold", "agreement_drop", "severe_agreement_drop", "novel_term_share",
@@ -180,6 +182,14 @@ class DriftSettings(_Section):
             if getattr(self, severe) < getattr(self, normal):
                 raise ValueError(f"drift.{severe} must not be below drift.{normal}")
         return self
+
+
+class AlertSettings(_Section):
+    """Where failures and missed deadlines of every DAG are reported (always also logged)."""
+
+    webhook_url: str | None = Field(None, description="POST a JSON alert here when a task fails or a deadline is missed (None: log only).")
+    email: str | None = Field(None, description="Also e-mail alerts here through Airflow's SMTP settings (None: no e-mail).")
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of the alert webhook call.")
 
 
 class Settings(BaseSettings):
@@ -200,6 +210,7 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from fbk_tasks.testing import shared_dataset  # noqa: F401  (re-exported for test modules)
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="fbk-airflow-"))
 os.environ.update(
@@ -38,16 +39,6 @@ for key in [k for k in os.environ if k.startswith("FBK_")]:
 # so DAG files can share dags/_common.py; a plain DagBag in tests needs the same.
 if str(ROOT / "dags") not in sys.path:
     sys.path.append(str(ROOT / "dags"))
-
-
-def shared_dataset(name: str) -> Path:
-    """Path of a real dataset; skip the test (visibly) when ../shared is absent."""
-    path = SHARED_DATASETS / name
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing in CI, where ../shared/datasets must exist")
-        pytest.skip(f"real dataset {path} not present (../shared/datasets is absent on this machine)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ labels from ``rating`` (1-2 negative, 3 neutral, 4-5 positive).
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fbk_tasks.ingest.mapping import MAPPED_FIELDS, SourceMapping
+from fbk_tasks.ingest.mapping import SourceMapping
 from fbk_tasks.ingest.readers import ROW_NUMBER, FileRejected, ReadResult
 from fbk_tasks.settings import IngestSettings
 from fbk_tasks.text.clean import clean_and_redact, normalize_for_dedup

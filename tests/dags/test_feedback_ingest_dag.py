@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def _dag(dag_id):
     from airflow.dag_processing.dagbag import DagBag
 
-    from conftest import ROOT
+    from fbk_tasks.settings import PROJECT_ROOT as ROOT
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors

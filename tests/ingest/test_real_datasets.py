@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fbk_tasks.ingest.pipeline import IngestError, ingest_partition, land_files, read_ledger
-from conftest import shared_dataset
+from fbk_tasks.testing import shared_dataset
 
 pytestmark = pytest.mark.realdata
 

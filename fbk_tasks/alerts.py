@@ -1,6 +1,6 @@
-"""Failure alerts of the monitor DAG: always a log line; a webhook POST and/or an e-mail when
-configured (``drift.alert_webhook_url``, ``drift.alert_email``). Never raises: an alert that
-cannot be sent is logged, the failure itself stays what Airflow reports."""
+"""Failure and deadline alerts of every DAG: always a log line; a webhook POST and/or an e-mail
+when configured (``alerts.webhook_url``, ``alerts.email``). Never raises: an alert that cannot
+be sent is logged, the failure itself stays what Airflow reports."""
 
 from __future__ import annotations
 
@@ -41,30 +41,44 @@ def _email(to: str, payload: dict[str, Any]) -> None:
 def notify_failure(context: dict[str, Any], settings=None, post: Callable = _post, email: Callable = _email) -> dict[str, Any]:
     """The ``on_failure_callback`` body; returns what was done (for tests)."""
     payload = alert_payload(context)
-    log.error("fbk monitor task failed: %s", json.dumps(payload, default=str))
+    log.error("fbk task failed: %s", json.dumps(payload, default=str))
     done = {"payload": payload, "webhook": False, "email": False}
     try:
         if settings is None:
             from fbk_tasks.settings import load_settings
 
             settings = load_settings()
-        d = settings.drift
+        d = settings.alerts
     except Exception as exc:  # settings broken: the log line is all we can do
         log.error("alert settings unavailable: %s", exc)
         return done
-    if d.alert_webhook_url:
+    if d.webhook_url:
         try:
-            post(d.alert_webhook_url, payload, d.alert_timeout_s)
+            post(d.webhook_url, payload, d.timeout_s)
             done["webhook"] = True
         except Exception as exc:
-            log.error("alert webhook %s failed: %s", d.alert_webhook_url, exc)
-    if d.alert_email:
+            log.error("alert webhook %s failed: %s", d.webhook_url, exc)
+    if d.email:
         try:
-            email(d.alert_email, payload)
+            email(d.email, payload)
             done["email"] = True
         except Exception as exc:
-            log.error("alert e-mail to %s failed: %s", d.alert_email, exc)
+            log.error("alert e-mail to %s failed: %s", d.email, exc)
     return done
 
 
-__all__ = ["alert_payload", "notify_failure"]
+async def deadline_missed(**kwargs: Any) -> None:
+    """Deadline-alert callback (runs in the triggerer): the nightly run is late."""
+    import asyncio
+
+    context = kwargs.get("context") or {}
+    dag_run = context.get("dag_run") if isinstance(context, dict) else None
+    fake = {
+        "dag_run": dag_run,
+        "logical_date": (context.get("logical_date") if isinstance(context, dict) else None),
+        "exception": f"deadline missed: {kwargs.get('message', 'the run did not finish in time')}",
+    }
+    await asyncio.to_thread(notify_failure, fake)
+
+
+__all__ = ["alert_payload", "notify_failure", "deadline_missed"]
