@@ -1,0 +1,122 @@
+"""Evaluation: macro-F1, accuracy, per-class scores, calibration (ECE), per-slice F1, confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, precision_recall_fscore_support
+
+SLICE_COLUMNS = ("product_category", "language")
+
+
+@dataclass
+class Evaluation:
+    macro_f1: float
+    accuracy: float
+    ece: float
+    per_class: dict[str, dict[str, float]]  # class -> precision/recall/f1/support
+    slices: dict[str, float]  # "language=en" -> macro-F1
+    confusion: list[list[int]]
+    classes: list[str]
+    report: str
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """Flat MLflow metric names (``golden_macro_f1``, ``golden_f1_negative``, ``golden_slice_f1.language.en``)."""
+        out = {f"{prefix}_macro_f1": self.macro_f1, f"{prefix}_accuracy": self.accuracy, f"{prefix}_ece": self.ece}
+        for cls, d in self.per_class.items():
+            for k in ("precision", "recall", "f1"):
+                out[f"{prefix}_{k}_{cls}"] = d[k]
+        for name, v in self.slices.items():
+            col, val = name.split("=", 1)
+            out[f"{prefix}_slice_f1.{col}.{_metric_safe(val)}"] = v
+        return out
+
+
+def _metric_safe(value: str) -> str:
+    # MLflow metric names allow alphanumerics, _ - . space / ; keep others readable.
+    return "".join(ch if ch.isalnum() or ch in "_-. /" else "_" for ch in value) or "_"
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Equal-width-bin ECE of the top-class confidence."""
+    if len(confidence) == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
+    return float(ece)
+
+
+def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], min_rows: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for col in SLICE_COLUMNS:
+        if col not in frame.columns:
+            continue
+        values = frame[col].fillna("<none>").astype(str).to_numpy()
+        for val in sorted(set(values)):
+            m = values == val
+            if m.sum() >= min_rows:
+                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=classes, average="macro", zero_division=0))
+    return out
+
+
+def evaluate(
+    frame: pd.DataFrame, proba: np.ndarray, classes: list[str], min_slice_rows: int = 50, ece_bins: int = 10
+) -> Evaluation:
+    """Score ``proba`` (rows x classes, in ``classes`` order) against ``frame['label']``."""
+    y_true = frame["label"].astype(str).to_numpy()
+    pred_idx = proba.argmax(axis=1)
+    y_pred = np.asarray(classes, dtype=object)[pred_idx]
+    conf = proba.max(axis=1)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    per_class = {
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, c in enumerate(classes)
+    }
+    return Evaluation(
+        macro_f1=float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        ece=expected_calibration_error(conf, y_true == y_pred, ece_bins),
+        per_class=per_class,
+        slices=slice_f1(frame, y_true, y_pred, classes, min_slice_rows),
+        confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        classes=list(classes),
+        report=classification_report(y_true, y_pred, labels=classes, digits=4, zero_division=0),
+    )
+
+
+def predictions_to_proba(pred: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """The pyfunc output (``prob_<class>`` columns) as a matrix in ``classes`` order."""
+    return pred[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+
+
+def plot_confusion(ev: Evaluation, path: Path, title: str = "confusion matrix") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(ev.confusion)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(ev.classes), 1.2 + 1.2 * len(ev.classes)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(ev.classes)), ev.classes, rotation=30)
+    ax.set_yticks(range(len(ev.classes)), ev.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

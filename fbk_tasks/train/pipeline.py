@@ -1,0 +1,182 @@
+"""The training steps, as called by the ``feedback_train`` DAG and by ``fbk train``.
+
+Each step takes a :class:`Settings` and small JSON-able values (paths, run ids) and returns one,
+so that DAG tasks stay thin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fbk_tasks.settings import Settings
+from fbk_tasks.train import registry
+from fbk_tasks.train.data import PreparedData, TrainingDataError, prepare_training_data
+from fbk_tasks.train.evaluate import Evaluation, evaluate, plot_confusion
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("baseline", "transformer")
+GOLDEN_PREDICTIONS = "golden_predictions.parquet"
+
+
+def assemble(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
+    """Training data ready on disk; returns the prepared directory (raises TrainingDataError)."""
+    return str(prepare_training_data(settings, ds_from, ds_to).dir)
+
+
+def settings_params(settings: Settings, candidate: str) -> dict[str, Any]:
+    """Every setting that shaped a run, flattened for MLflow params."""
+    params: dict[str, Any] = {"candidate": candidate}
+    for k, v in settings.train.model_dump().items():
+        params[f"train.{k}"] = v
+    for k, v in settings.mlflow.model_dump().items():
+        params[f"mlflow.{k}"] = v
+    return params
+
+
+def _pip_requirements(kind: str) -> list[str]:
+    pkgs = ["mlflow", "pandas", "numpy", "scikit-learn", "joblib"]
+    if kind == "transformer":
+        pkgs += ["torch", "transformers", "tokenizers", "safetensors"]
+    return [f"{p}=={pkg_version(p)}" for p in pkgs]
+
+
+def _log_evaluation(ev: Evaluation, prefix: str, workdir: Path) -> None:
+    import mlflow
+
+    mlflow.log_metrics(ev.metrics(prefix))
+    report = workdir / f"{prefix}_classification_report.txt"
+    report.write_text(ev.report)
+    mlflow.log_artifact(str(report), "evaluation")
+    (workdir / f"{prefix}_evaluation.json").write_text(json.dumps(ev.__dict__, indent=2, default=str))
+    mlflow.log_artifact(str(workdir / f"{prefix}_evaluation.json"), "evaluation")
+    png = plot_confusion(ev, workdir / f"{prefix}_confusion_matrix.png", f"{prefix} confusion matrix")
+    mlflow.log_artifact(str(png), "evaluation")
+
+
+def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_model: str | None = None) -> dict[str, Any]:
+    """Train one candidate, evaluate it on dev and golden, log everything and the pyfunc to MLflow.
+
+    Returns ``{"run_id", "candidate", "model_uri", "golden_macro_f1", "golden_sha256"}``.
+    """
+    import joblib
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from fbk_tasks.train.pyfunc import SentimentModel, output_frame
+
+    if candidate not in CANDIDATES:
+        raise ValueError(f"unknown candidate {candidate!r}; choose from {CANDIDATES}")
+    prep = PreparedData.load(prepared_dir)
+    train = pd.read_parquet(prep.train_path)
+    dev = pd.read_parquet(prep.dev_path)
+    golden = pd.read_parquet(prep.golden_path)
+    if set(golden["review_id"]) & set(train["review_id"]):
+        raise TrainingDataError("golden rows found in the training split")  # never by construction
+    classes = prep.classes
+    t = settings.train
+    exp_id = registry.experiment_id(settings, "train")
+
+    with tempfile.TemporaryDirectory(prefix=f"fbk-{candidate}-") as tmp, mlflow.start_run(
+        experiment_id=exp_id, run_name=f"{candidate}-{prep.dir.name}"
+    ) as run:
+        work = Path(tmp)
+        mlflow.set_tags({"fbk.candidate": candidate, "fbk.golden_sha256": prep.golden_sha256,
+                         "fbk.prepared_dir": str(prep.dir), "fbk.kind": "candidate"})
+        registry.log_params_flat({**settings_params(settings, candidate), **prep.lineage()})
+        mlflow.log_dict(json.loads((prep.dir / "meta.json").read_text()), "lineage/prepared_meta.json")
+        label_map = {"kind": candidate, "classes": classes, "max_length": t.max_length, "batch_size": t.eval_batch_size}
+        artifacts: dict[str, str] = {}
+        metrics: dict[str, float] = {}
+        if candidate == "baseline":
+            from fbk_tasks.train.baseline import predict_proba, train_baseline
+
+            res = train_baseline(train["text"].tolist(), train["label"].tolist(), classes, prep.language_share, t)
+            mlflow.log_param("baseline.features", res.features)
+            path = work / "baseline.joblib"
+            joblib.dump(res.model, path)
+            artifacts["sklearn_model"] = str(path)
+
+            def proba(texts):
+                return predict_proba(res.model, list(texts), classes)
+
+            metrics.update(train_seconds=res.train_seconds, samples_per_second=res.samples_per_second)
+        else:
+            from fbk_tasks.train import transformer as tr
+
+            res = tr.fine_tune(train["text"].tolist(), train["label"].tolist(), dev["text"].tolist(),
+                               dev["label"].tolist(), classes, settings, base_model)
+            mlflow.log_params({"transformer.base_model_path": res.base_model, "transformer.device": res.device,
+                               "transformer.threads": res.threads})
+            for h in res.history:
+                mlflow.log_metrics({"dev_macro_f1_epoch": h["dev_macro_f1"], "train_loss_epoch": h["train_loss"],
+                                    "epoch_seconds": h["epoch_seconds"]}, step=h["epoch"])
+            out = tr.save(res, work / "hf_model")
+            artifacts["model_dir"] = str(out)
+
+            def proba(texts):
+                return tr.predict_proba(res.model, res.tokenizer, list(texts), t.eval_batch_size, t.max_length)
+
+            metrics.update(train_seconds=res.train_seconds, samples_per_second=res.samples_per_second,
+                           steps=res.steps, epochs_run=res.epochs_run, best_epoch=res.best_epoch,
+                           seconds_per_epoch=sum(res.epoch_seconds) / max(len(res.epoch_seconds), 1))
+        mlflow.log_metrics(metrics)
+        dev_ev = evaluate(dev, proba(dev["text"]), classes, t.min_slice_rows, t.ece_bins)
+        _log_evaluation(dev_ev, "dev", work)
+        start = time.perf_counter()
+        golden_proba = proba(golden["text"])
+        mlflow.log_metric("golden_predict_rows_per_second", len(golden) / max(time.perf_counter() - start, 1e-9))
+        golden_ev = evaluate(golden, golden_proba, classes, t.min_slice_rows, t.ece_bins)
+        _log_evaluation(golden_ev, "golden", work)
+        preds = output_frame(golden_proba, classes)
+        preds.insert(0, "review_id", golden["review_id"].to_numpy())
+        preds.to_parquet(work / GOLDEN_PREDICTIONS, index=False)
+        mlflow.log_artifact(str(work / GOLDEN_PREDICTIONS), "evaluation")
+
+        (work / "label_map.json").write_text(json.dumps(label_map, indent=2))
+        artifacts["label_map"] = str(work / "label_map.json")
+        example = pd.DataFrame({"text": golden["text"].head(3).tolist()})
+        signature = infer_signature(example, output_frame(proba(example["text"]), classes))
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=SentimentModel(), artifacts=artifacts, signature=signature,
+            input_example=example, pip_requirements=_pip_requirements(candidate),
+        )
+        log.info("%s: golden macro-F1 %.4f, dev macro-F1 %.4f (run %s)", candidate, golden_ev.macro_f1,
+                 dev_ev.macro_f1, run.info.run_id)
+        return {
+            "run_id": run.info.run_id,
+            "candidate": candidate,
+            "model_uri": info.model_uri,
+            "golden_macro_f1": golden_ev.macro_f1,
+            "golden_sha256": prep.golden_sha256,
+        }
+
+
+def register_candidate(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
+    """Register a trained candidate (idempotent per run); returns ``trained`` plus ``version``."""
+    mv = registry.register(settings, trained["run_id"], trained["model_uri"],
+                           tags={"fbk.candidate": trained["candidate"], "fbk.golden_sha256": trained["golden_sha256"]})
+    return {**trained, "version": str(mv.version)}
+
+
+def run_training(settings: Settings, ds_from: str | None = None, ds_to: str | None = None,
+                 candidates: list[str] | None = None) -> dict[str, Any]:
+    """The whole stage in one process (``fbk train``): assemble, train, register, gate."""
+    from fbk_tasks.train.gate import gate_candidates
+
+    prepared = assemble(settings, ds_from, ds_to)
+    if settings.train.pretrain and "transformer" in (candidates or settings.train.candidates):
+        from fbk_tasks.train.pretrain import pretrain
+
+        pretrain(settings)
+    registered = [register_candidate(settings, train_candidate(settings, prepared, c))
+                  for c in (candidates or settings.train.candidates)]
+    return gate_candidates(settings, registered)

@@ -1,0 +1,177 @@
+"""Domain pre-training for languages without a suitable base model.
+
+A WordPiece tokenizer trained on curated text of ``train.pretrain_language``, a small
+``BertForMaskedLM`` built from a config, masked-LM training for ``train.pretrain_steps``; the
+result is logged as its own MLflow run (experiment ``<prefix>-pretrain``) with the model
+directory as artifact, and kept under ``<models_dir>/pretrained/<run_id>/`` with a ``LATEST``
+pointer so that ``train.base_model = 'pretrained:latest'`` fine-tunes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fbk_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: Path, lowercase: bool = True):
+    """Train a BERT-style WordPiece tokenizer (CJK characters split individually) and save it
+    to ``out_dir`` as a transformers tokenizer; returns the tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator((t for t in texts if t), trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"],
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def small_bert_config(vocab_size: int, hidden: int, layers: int, heads: int, max_length: int, pad_token_id: int = 0):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=hidden * 4, max_position_embeddings=max(max_length, 64), pad_token_id=pad_token_id,
+    )
+
+
+def mask_tokens(ids, special_mask, mask_id: int, vocab_size: int, gen, probability: float = 0.15):
+    """BERT masking: of the chosen 15%, 80% [MASK], 10% random, 10% unchanged; labels -100 elsewhere."""
+    import torch
+
+    labels = ids.clone()
+    prob = torch.full(ids.shape, probability)
+    prob.masked_fill_(special_mask, 0.0)
+    chosen = torch.bernoulli(prob, generator=gen).bool()
+    labels[~chosen] = -100
+    replace = torch.bernoulli(torch.full(ids.shape, 0.8), generator=gen).bool() & chosen
+    ids = ids.clone()
+    ids[replace] = mask_id
+    rand = torch.bernoulli(torch.full(ids.shape, 0.5), generator=gen).bool() & chosen & ~replace
+    ids[rand] = torch.randint(vocab_size, ids.shape, generator=gen)[rand]
+    return ids, labels
+
+
+def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dict:
+    """Tokenizer + small BERT masked-LM trained from scratch on ``texts``; saved to ``out_dir``."""
+    import torch
+    from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
+
+    from fbk_tasks.train.transformer import length_grouped_batches, pad_batch, seed_everything, select_device, set_threads
+
+    t = settings.train
+    threads = set_threads(settings)
+    seed_everything(t.seed)
+    device = select_device(t.device)
+    tokenizer = train_wordpiece(texts, t.pretrain_vocab_size, out_dir)
+    config = small_bert_config(len(tokenizer), t.pretrain_hidden_size, t.pretrain_layers, t.pretrain_heads,
+                               t.pretrain_max_length, tokenizer.pad_token_id)
+    model = BertForMaskedLM(config).to(device)
+    enc = tokenizer(list(texts), truncation=True, max_length=t.pretrain_max_length)["input_ids"]
+    enc = [e for e in enc if len(e) > 2]
+    lengths = [len(e) for e in enc]
+    special = {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.pretrain_learning_rate, weight_decay=t.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * t.pretrain_steps), t.pretrain_steps)
+    rng = np.random.default_rng(t.seed)
+    gen = torch.Generator().manual_seed(t.seed)
+    step, seen, losses = 0, 0, []
+    start = time.perf_counter()
+    model.train()
+    while step < t.pretrain_steps:
+        for batch in length_grouped_batches(lengths, t.pretrain_batch_size, t.length_group_factor, rng):
+            if step >= t.pretrain_steps:
+                break
+            ids, attn = pad_batch([enc[i] for i in batch], tokenizer.pad_token_id)
+            special_mask = torch.zeros_like(ids, dtype=torch.bool)
+            for s in special:
+                special_mask |= ids == s
+            inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), gen)
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+            with ctx:
+                loss = model(input_ids=inputs.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(batch)
+            losses.append(loss.detach().item())
+            if step % t.log_every_steps == 0 or step == t.pretrain_steps:
+                log.info("pretrain step %d/%d mlm loss %.4f", step, t.pretrain_steps, float(np.mean(losses[-t.log_every_steps:])))
+    secs = time.perf_counter() - start
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    tail = losses[-max(1, min(len(losses), t.log_every_steps)):]
+    return {"steps": step, "seconds": secs, "samples_per_second": seen / max(secs, 1e-9), "final_mlm_loss": float(np.mean(tail)),
+            "first_mlm_loss": float(np.mean(losses[: max(1, min(len(losses), t.log_every_steps))])),
+            "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), "threads": threads,
+            "texts": len(enc), "device": device.type}
+
+
+def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
+    """Pre-train on curated text of ``pretrain_language`` (labelled or not, golden rows excluded),
+    log it as an MLflow run and return the model directory (also the new ``pretrained:latest``)."""
+    import mlflow
+    import pandas as pd
+
+    from fbk_tasks.train import registry
+    from fbk_tasks.train.data import TrainingDataError, current_golden, list_partitions, read_curated
+
+    t = settings.train
+    frame = read_curated(settings, list_partitions(settings, ds_from, ds_to))
+    frame = frame[frame["language"] == t.pretrain_language]
+    g = current_golden(settings)
+    if g is not None and g.path.exists():
+        frame = frame[~frame["review_id"].isin(pd.read_parquet(g.path, columns=["review_id"])["review_id"])]
+    texts = frame["text"].dropna().astype(str).tolist()
+    if len(texts) < 10:
+        raise TrainingDataError(f"only {len(texts)} curated '{t.pretrain_language}' texts: too few to pre-train")
+    with mlflow.start_run(experiment_id=registry.experiment_id(settings, "pretrain"), run_name=f"pretrain-{t.pretrain_language}") as run:
+        out = settings.models_dir / "pretrained" / run.info.run_id
+        mlflow.set_tags({"fbk.kind": "pretrain", "fbk.language": t.pretrain_language})
+        registry.log_params_flat({k: v for k, v in settings.train.model_dump().items() if k.startswith("pretrain") or k in ("seed", "weight_decay", "length_group_factor")}
+                                 | {"data.texts": len(texts), "data.partitions": ",".join(sorted(frame["ds"].unique()))})
+        stats = pretrain_mlm(texts, settings, out)
+        mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
+        mlflow.log_artifacts(str(out), "pretrained_model")
+    latest = settings.models_dir / "pretrained" / "LATEST"
+    tmp = latest.with_suffix(".tmp")
+    tmp.write_text(run.info.run_id)
+    tmp.replace(latest)
+    log.info("pre-trained %s (%d steps, final MLM loss %.3f) -> %s", t.pretrain_language, stats["steps"], stats["final_mlm_loss"], out)
+    return str(out)
+
+
+def resolve_pretrained(settings: Settings, which: str = "latest") -> Path:
+    """``latest`` or a pre-train run id -> the local model directory."""
+    root = settings.models_dir / "pretrained"
+    run_id = (root / "LATEST").read_text().strip() if which == "latest" and (root / "LATEST").exists() else which
+    path = root / run_id
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no pre-trained model '{which}' under {root}: run pre-training first (train.pretrain=true)")
+    return path

@@ -1,0 +1,99 @@
+"""MLflow plumbing: URIs and experiments from settings, idempotent registration, aliases.
+
+MLflow 3 uses aliases, not stages: ``champion`` (what scoring loads), ``challenger`` (the last
+gated candidate) and ``previous`` (the champion before the current one, for rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from fbk_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+RUN_ID_TAG = "fbk.run_id"
+
+
+def client_for(settings: Settings) -> MlflowClient:
+    """Point MLflow (fluent API included) at the settings' stores and return a client."""
+    (settings.data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_registry_uri)
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_registry_uri)
+
+
+def experiment_id(settings: Settings, task: str) -> str:
+    """``<prefix>-<task>``, created with the settings' artifact location when missing."""
+    client = client_for(settings)
+    name = f"{settings.mlflow.experiment_prefix}-{task}"
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=settings.mlflow_artifact_location)
+    except MlflowException:  # created concurrently by a sibling task
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def model_uri(settings: Settings, version: str | int) -> str:
+    return f"models:/{settings.mlflow.registered_model_name}/{version}"
+
+
+def find_version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """The version already registered from ``run_id`` (by its run_id or the fbk.run_id tag)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    matches = [v for v in versions if v.run_id == run_id or v.tags.get(RUN_ID_TAG) == run_id]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def register(settings: Settings, run_id: str, logged_model_uri: str, tags: dict[str, str] | None = None) -> ModelVersion:
+    """Register the run's model once: a retried call returns the version it made before."""
+    client = client_for(settings)
+    name = settings.mlflow.registered_model_name
+    existing = find_version_for_run(client, name, run_id)
+    if existing is not None:
+        log.info("run %s already registered as %s v%s", run_id, name, existing.version)
+        return existing
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    mv = client.create_model_version(
+        name, source=logged_model_uri, run_id=run_id, tags={RUN_ID_TAG: run_id, **(tags or {})},
+        model_id=logged_model_uri.split("/", 1)[1] if logged_model_uri.startswith("models:/m-") else None,
+    )
+    log.info("registered run %s as %s v%s", run_id, name, mv.version)
+    return mv
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, Any]) -> None:
+    for k, v in tags.items():
+        client.set_model_version_tag(name, str(version), k, "" if v is None else str(v))
+
+
+def log_params_flat(params: dict[str, Any]) -> None:
+    """Log params in chunks (MLflow caps a batch at 100); values truncated to MLflow's limit."""
+    items = [(k, "" if v is None else str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 90):
+        mlflow.log_params(dict(items[i : i + 90]))

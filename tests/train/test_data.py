@@ -1,0 +1,163 @@
+"""Training data assembly, corrections, degenerate data, golden set and the split (fast, no models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from fbk_tasks.train.data import (
+    PreparedData,
+    TrainingDataError,
+    class_scheme,
+    content_hash,
+    current_golden,
+    load_labelled,
+    prepare_training_data,
+    take_golden,
+)
+from fbk_tasks.train.evaluate import evaluate, expected_calibration_error
+from fbk_tasks.train.transformer import length_grouped_batches
+
+from .conftest import make_reviews, write_partition
+
+
+def _settings(settings, **train):
+    for k, v in {"min_rows_per_class": 5, **train}.items():
+        setattr(settings.train, k, v)
+    return settings
+
+
+def test_assembly_applies_corrections_drops_unlabelled_and_filters_range(settings):
+    s = _settings(settings)
+    t1 = make_reviews(60, ds="2026-11-01", seed=1)
+    labels = t1.column("label").to_pylist()
+    labels[0] = None
+    labels[1] = None
+    t1 = t1.set_column(t1.schema.get_field_index("label"), "label", pa.array(labels, pa.string()))
+    write_partition(s.curated_dir, t1)
+    write_partition(s.curated_dir, make_reviews(30, ds="2026-11-05", seed=2))
+    rid = t1.column("review_id")[3].as_py()
+    old = t1.column("label")[3].as_py()
+    new = "positive" if old != "positive" else "negative"
+    s.labels_dir.mkdir(parents=True)
+    pd.DataFrame({"review_id": [rid, t1.column("review_id")[0].as_py()], "label": [new, "neutral"]}).to_csv(
+        s.labels_dir / "fix.csv", index=False)
+
+    got = load_labelled(s)
+    assert got.partitions == ["2026-11-01", "2026-11-05"]
+    assert got.rows_read == 90 and got.dropped_unlabelled == 1  # row 0 gained a label from the correction
+    assert got.corrections_applied == 2
+    frame = got.frame.set_index("review_id")
+    assert frame.loc[rid, "label"] == new
+    assert load_labelled(s, ds_from="2026-11-02").partitions == ["2026-11-05"]
+    assert load_labelled(s, ds_to="2026-11-01").partitions == ["2026-11-01"]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("one_class", "only one class"),
+        ("too_few", "fewer than min_rows_per_class"),
+        ("empty_text", "empty text"),
+        ("no_labels", "no labelled rows"),
+        ("no_partitions", "no curated partitions"),
+    ],
+)
+def test_degenerate_data_is_refused(settings, case, message):
+    s = _settings(settings)
+    if case == "one_class":
+        write_partition(s.curated_dir, make_reviews(40, classes=("positive",)))
+    elif case == "too_few":
+        t = make_reviews(40, classes=("negative", "positive"))
+        t2 = make_reviews(2, classes=("neutral",), prefix="n")
+        write_partition(s.curated_dir, pa.concat_tables([t, t2]))
+    elif case == "empty_text":
+        t = make_reviews(40)
+        texts = t.column("text").to_pylist()
+        texts[5] = "   "
+        write_partition(s.curated_dir, t.set_column(t.schema.get_field_index("text"), "text", pa.array(texts)))
+    elif case == "no_labels":
+        t = make_reviews(40)
+        write_partition(s.curated_dir, t.set_column(t.schema.get_field_index("label"), "label", pa.nulls(40, pa.string())))
+    with pytest.raises(TrainingDataError, match=message):
+        prepare_training_data(s)
+    assert not (s.data_dir / "mlflow").exists()  # nothing logged or registered
+
+
+def test_unknown_correction_label_is_refused(settings):
+    s = _settings(settings)
+    write_partition(s.curated_dir, make_reviews(40))
+    s.labels_dir.mkdir(parents=True)
+    (s.labels_dir / "bad.csv").write_text("review_id,label\nx,great\n")
+    with pytest.raises(TrainingDataError, match="unknown label"):
+        load_labelled(s)
+
+
+def test_golden_set_is_taken_once_hashed_and_never_trained_on(settings):
+    s = _settings(settings, golden_fraction=0.2, dev_fraction=0.1, max_train_samples=None)
+    write_partition(s.curated_dir, make_reviews(300, seed=3))
+    prep = prepare_training_data(s)
+    golden = current_golden(s)
+    gold = golden.load()
+    train, dev = pd.read_parquet(prep.train_path), pd.read_parquet(prep.dev_path)
+    assert len(gold) == 60 and golden.sha256 == content_hash(gold) == prep.golden_sha256
+    assert json.loads((s.data_dir / "golden" / "golden.json").read_text())["sha256"] == golden.sha256
+    assert not set(gold.review_id) & set(train.review_id)
+    assert not set(gold.review_id) & set(dev.review_id)
+    assert not set(dev.review_id) & set(train.review_id)
+    assert len(train) + len(dev) + len(gold) == 300
+    # stratified: every class in every split, proportions kept
+    for part in (gold, dev, train):
+        assert class_scheme(part.label) == ["negative", "neutral", "positive"]
+    assert gold.label.value_counts().max() - gold.label.value_counts().min() <= 1
+
+    # more data arrives: the golden set stays, its rows stay out of training
+    write_partition(s.curated_dir, make_reviews(90, ds="2026-11-02", seed=4))
+    prep2 = prepare_training_data(s)
+    assert prep2.golden_sha256 == golden.sha256
+    assert not set(gold.review_id) & set(pd.read_parquet(prep2.train_path).review_id)
+    assert PreparedData.load(prep2.dir).train_rows == prep2.train_rows
+    assert prep2.lineage()["data.partitions"] == "2026-11-01,2026-11-02"
+
+    # an explicit re-take changes it
+    again = take_golden(s, load_labelled(s).frame)
+    assert again.sha256 != golden.sha256 and current_golden(s).sha256 == again.sha256
+
+
+def test_max_train_samples_caps_training_rows(settings):
+    s = _settings(settings, max_train_samples=60)
+    write_partition(s.curated_dir, make_reviews(300, seed=5))
+    prep = prepare_training_data(s)
+    assert prep.train_rows == 60 and set(prep.rows_per_class.values()) == {20}
+
+
+def test_length_grouped_batches_cover_every_row_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=1000)
+    batches = length_grouped_batches(lengths, batch_size=16, group_factor=8, rng=np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    # padding waste far below random batching
+    waste = sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches)
+    random_batches = np.array_split(rng.permutation(1000), len(batches))
+    random_waste = sum(lengths[b].max() * len(b) - lengths[b].sum() for b in random_batches)
+    assert waste < 0.3 * random_waste
+
+
+def test_evaluation_metrics_slices_and_ece():
+    frame = pd.DataFrame({
+        "label": ["negative", "positive"] * 50,
+        "language": ["en"] * 60 + ["zh"] * 40,
+        "product_category": ["a"] * 100,
+    })
+    proba = np.tile([[0.9, 0.1], [0.2, 0.8]], (50, 1))
+    ev = evaluate(frame, proba, ["negative", "positive"], min_slice_rows=50)
+    assert ev.macro_f1 == 1.0 and ev.accuracy == 1.0
+    assert set(ev.slices) == {"language=en", "product_category=a"}  # zh has 40 < 50 rows
+    assert ev.ece == pytest.approx(0.15, abs=1e-6)
+    assert expected_calibration_error(np.array([1.0, 1.0]), np.array([True, True])) == 0.0
+    assert "golden_slice_f1.language.en" in ev.metrics("golden")

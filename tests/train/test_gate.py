@@ -1,0 +1,167 @@
+"""Registry and promotion gate on a real MLflow SQLite store in tmp."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fbk_tasks.cli import UserError
+from fbk_tasks.train import registry
+from fbk_tasks.train.data import current_golden, list_partitions, read_curated
+from fbk_tasks.train.gate import gate_candidates, list_versions, promote, rollback
+from fbk_tasks.train.pipeline import assemble, register_candidate, train_candidate
+
+from .conftest import make_reviews, write_partition
+
+pytestmark = pytest.mark.slow
+
+
+def fbk(argv: list[str]) -> int:
+    """``fbk`` with only this stage's sub-commands (as fbk_tasks.cli.main dispatches them)."""
+    import argparse
+
+    from fbk_tasks.train.commands import add_commands
+
+    parser = argparse.ArgumentParser(prog="fbk")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"fbk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _versions(s):
+    client = registry.client_for(s)
+    return client.search_model_versions(f"name = '{s.mlflow.registered_model_name}'")
+
+
+def _baseline(s) -> dict:
+    return register_candidate(s, train_candidate(s, assemble(s), "baseline"))
+
+
+def _aliases(s) -> dict[str, str]:
+    client = registry.client_for(s)
+    return {k: str(v) for k, v in client.get_registered_model(s.mlflow.registered_model_name).aliases.items()}
+
+
+def test_worse_candidate_is_refused_with_tags(train_env):
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=1))
+    first = _baseline(s)
+    verdict = gate_candidates(s, [first])
+    assert verdict["changed"] and verdict["champion_version"] == first["version"]
+
+    # Human "corrections" that shuffle every non-golden label: the next candidate learns noise.
+    gold_ids = set(current_golden(s).load().review_id)
+    frame = read_curated(s, list_partitions(s))
+    pool = frame[~frame.review_id.isin(gold_ids)]
+    s.labels_dir.mkdir(parents=True)
+    pd.DataFrame({"review_id": pool.review_id, "label": np.random.default_rng(0).permutation(pool.label.to_numpy())}).to_csv(
+        s.labels_dir / "shuffled.csv", index=False)
+    worse = _baseline(s)
+    assert worse["golden_macro_f1"] < first["golden_macro_f1"]
+    result = gate_candidates(s, [worse])
+    assert not result["changed"] and result["champion_version"] == first["version"]
+
+    tags = registry.client_for(s).get_model_version(s.mlflow.registered_model_name, worse["version"]).tags
+    assert tags["fbk.gate.verdict"] == "refused"
+    assert "does not beat champion" in tags["fbk.gate.reason"]
+    assert float(tags["fbk.gate.candidate_f1"]) < float(tags["fbk.gate.champion_f1"])
+    assert tags["fbk.gate.golden_sha256"] == current_golden(s).sha256
+    assert _aliases(s) == {"champion": first["version"], "challenger": worse["version"]}
+
+
+def test_retried_registration_creates_no_second_version(train_env):
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(120, seed=2))
+    trained = train_candidate(s, assemble(s), "baseline")
+    a = register_candidate(s, trained)
+    b = register_candidate(s, trained)  # the task retried after registering
+    assert a["version"] == b["version"]
+    assert len(_versions(s)) == 1
+    assert _versions(s)[0].tags[registry.RUN_ID_TAG] == trained["run_id"]
+
+
+def test_promote_and_rollback_through_the_cli(train_env, capsys):
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(120, seed=3))
+    v1 = _baseline(s)["version"]
+    v2 = register_candidate(s, train_candidate(s, assemble(s), "baseline"))["version"]
+    assert fbk(["model", "promote", v1]) == 0
+    assert fbk(["model", "promote", v2]) == 0
+    assert _aliases(s) == {"champion": v2, "previous": v1}
+    assert fbk(["model", "rollback"]) == 0
+    assert _aliases(s) == {"champion": v1, "previous": v2}
+    assert fbk(["model", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "champion" in out and "previous" in out
+    assert rollback(s)["champion_version"] == v2  # a second rollback undoes the first
+    assert fbk(["model", "promote", "99"]) == 2
+
+
+def test_degenerate_data_registers_nothing_via_cli(train_env, capsys):
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(60, classes=("positive",)))
+    assert fbk(["train", "--candidates", "baseline"]) == 2
+    assert "only one class" in capsys.readouterr().err
+    assert list_versions(s) == []
+
+
+def test_transformer_pyfunc_from_registry_matches_memory_and_is_promoted(train_env):
+    import mlflow
+
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=4))
+    trained = train_candidate(s, assemble(s), "transformer")
+    reg = register_candidate(s, trained)
+    golden = current_golden(s).load()
+    client = registry.client_for(s)
+    in_memory = pd.read_parquet(client.download_artifacts(trained["run_id"], "evaluation/golden_predictions.parquet"))
+    loaded = mlflow.pyfunc.load_model(registry.model_uri(s, reg["version"]))
+    texts = golden.text.tolist()
+    got = loaded.predict(pd.DataFrame({"text": texts}))
+    assert list(got.columns) == ["label", "confidence", "prob_negative", "prob_neutral", "prob_positive"]
+    assert (got.label.to_numpy() == in_memory.label.to_numpy()).all()
+    np.testing.assert_allclose(got.filter(like="prob_").to_numpy(), in_memory.filter(like="prob_").to_numpy(), atol=1e-5)
+    # input order is kept whatever the length-sorted batching does
+    rev = loaded.predict(pd.DataFrame({"text": texts[::-1]}))
+    np.testing.assert_allclose(rev.filter(like="prob_").to_numpy()[::-1], got.filter(like="prob_").to_numpy(), atol=1e-5)
+    assert np.allclose(got.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
+    # the only candidate, no champion yet: promoted after the fresh-process reload check
+    result = gate_candidates(s, [reg])
+    assert result["changed"], result
+    assert promote(s, reg["version"])["changed"] is False
+
+
+def test_golden_refresh_retakes_and_rescores_the_champion(train_env, capsys):
+    import json
+
+    from mlflow import MlflowClient
+
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(120, seed=5))
+    first = _baseline(s)
+    assert gate_candidates(s, [first])["changed"]
+    old = current_golden(s)
+    pending = _baseline(s)
+    write_partition(s.curated_dir, make_reviews(90, ds="2026-11-09", seed=6))
+    assert fbk(["golden", "refresh"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    new = current_golden(s)
+    assert new.sha256 == out["golden_sha256"] != old.sha256 and new.rows == out["rows"] == 42
+    assert out["champion_version"] == first["version"] and 0.0 <= out["champion_macro_f1"] <= 1.0
+    tags = registry.client_for(s).get_model_version(s.mlflow.registered_model_name, first["version"]).tags
+    assert tags["fbk.golden_refresh.sha256"] == new.sha256
+    client = MlflowClient(s.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-train")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`fbk.kind` = 'golden-refresh'")
+    assert run.data.metrics["golden_macro_f1"] == pytest.approx(out["champion_macro_f1"])
+    assert run.data.metrics["golden_overlap_with_champion_training"] > 0  # rows it trained on are now golden
+    # a candidate trained before the refresh is not gated against the new golden set
+    verdict = gate_candidates(s, [pending])["verdicts"][pending["version"]]
+    assert verdict["verdict"] == "refused" and "golden set changed" in verdict["reason"]

@@ -1,0 +1,57 @@
+"""Domain pre-training: WordPiece + small BERT MLM, its own MLflow run, then used as the base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import make_reviews, write_partition
+
+pytestmark = pytest.mark.slow
+
+PRETRAIN_ENV = {
+    "FBK_TRAIN__PRETRAIN_STEPS": "30",
+    "FBK_TRAIN__PRETRAIN_HIDDEN_SIZE": "32",
+    "FBK_TRAIN__PRETRAIN_LAYERS": "1",
+    "FBK_TRAIN__PRETRAIN_HEADS": "2",
+    "FBK_TRAIN__PRETRAIN_VOCAB_SIZE": "300",
+    "FBK_TRAIN__PRETRAIN_BATCH_SIZE": "16",
+    "FBK_TRAIN__PRETRAIN_MAX_LENGTH": "32",
+    "FBK_TRAIN__PRETRAIN_LEARNING_RATE": "0.003",
+    "FBK_TRAIN__LOG_EVERY_STEPS": "10",
+}
+
+
+def test_pretrain_then_fine_tune_from_pretrained_latest(train_env, monkeypatch):
+    from mlflow import MlflowClient
+
+    from fbk_tasks.train.data import current_golden, list_partitions, read_curated
+    from fbk_tasks.train.pipeline import assemble, train_candidate
+    from fbk_tasks.train.pretrain import pretrain, resolve_pretrained
+
+    for k, v in PRETRAIN_ENV.items():
+        monkeypatch.setenv(k, v)
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=5, zh_share=0.7))
+    prepared = assemble(s)  # takes the golden set first: pre-training must not see it
+    path = Path(pretrain(s))
+    assert resolve_pretrained(s, "latest") == path and (path / "config.json").exists()
+
+    client = MlflowClient(s.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-pretrain")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.metrics["steps"] == 30
+    assert run.data.metrics["final_mlm_loss"] < run.data.metrics["first_mlm_loss"]
+    assert "pretrained_model/config.json" in {f.path for f in client.list_artifacts(run.info.run_id, "pretrained_model")}
+    gold = set(current_golden(s).load().review_id)
+    curated = read_curated(s, list_partitions(s))
+    zh_not_golden = curated[(curated.language == "zh") & ~curated.review_id.isin(gold)]
+    assert int(run.data.params["data.texts"]) == len(zh_not_golden)  # golden rows held out, zh only
+
+    monkeypatch.setenv("FBK_TRAIN__BASE_MODEL", "pretrained:latest")
+    s2 = train_env()
+    trained = train_candidate(s2, prepared, "transformer")
+    params = MlflowClient(s2.mlflow_tracking_uri).get_run(trained["run_id"]).data.params
+    assert params["transformer.base_model_path"] == str(path)
+    assert 0.0 <= trained["golden_macro_f1"] <= 1.0
