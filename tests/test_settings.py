@@ -65,3 +65,11 @@ def test_every_setting_is_described():
     rows = describe_settings()
     keys = {k for k, _, _ in rows}
     assert {"data_dir", "ingest.max_text_chars", "mlflow.registered_model_name", "train.base_model"} <= keys
+
+
+def test_readme_lists_every_setting():
+    from fbk_tasks.settings import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [k for k, _, _ in describe_settings() if f"`{k}`" not in readme]
+    assert not missing, f"README.md does not document: {missing} (regenerate with scripts/settings_table.py)"
