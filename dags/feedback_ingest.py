@@ -50,11 +50,18 @@ def feedback_ingest():
 
     @task
     def ingest(files: list[str]) -> dict:
-        from fbk_tasks.ingest.pipeline import ingest_partition
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from fbk_tasks.ingest.pipeline import IngestError, ingest_partition
         from fbk_tasks.settings import load_settings
 
         context = get_current_context()
-        report = ingest_partition(load_settings(), logical_ds(context), run_id=context["run_id"])
+        try:
+            report = ingest_partition(load_settings(), logical_ds(context), run_id=context["run_id"])
+        except IngestError as exc:
+            # the data decides this, so a retry would fail the same way: fail now, with the
+            # reasons; fix or remove the file, then clear the task
+            raise AirflowFailException(str(exc)) from exc
         for f in report.files:
             print(f"{f.source_file}: {f.status} read={f.rows_read} curated={f.rows_curated} quarantined={f.rows_quarantined} duplicates={f.rows_duplicate} reasons={f.reasons} pii={f.pii} {f.error or ''}")
         return report.summary()

@@ -60,12 +60,19 @@ def _night(context) -> str:
 def feedback_monitor():
     @task
     def compute_signals() -> str:
-        from fbk_tasks.drift.monitor import measure_night, measurement_path
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from fbk_tasks.drift.monitor import DriftInputError, NoReference, measure_night, measurement_path
         from fbk_tasks.settings import load_settings
 
         settings = load_settings()
         ds = _night(get_current_context())
-        meas = measure_night(settings, ds)
+        try:
+            meas = measure_night(settings, ds)
+        except NoReference as exc:  # a normal state (first night of a model), not a failure
+            raise AirflowSkipException(str(exc)) from None
+        except DriftInputError as exc:  # missing inputs: a retry finds the same, fail with the reason
+            raise AirflowFailException(str(exc)) from exc
         return str(meas.save(measurement_path(settings, ds)))
 
     @task

@@ -41,6 +41,10 @@ class DriftInputError(LookupError):
     """The night cannot be measured (no scores, no reference, no model); the message says why."""
 
 
+class NoReference(DriftInputError):
+    """Nothing to compare the night with yet (e.g. the model was trained on this very night)."""
+
+
 @dataclass
 class NightMeasurement:
     ds: str
@@ -163,7 +167,7 @@ def reference_partitions(settings: Settings, ds: str, lineage: list[str] | None)
             return parts, "training lineage (MLflow param data.partitions)"
     before = [p for p in available if p < ds][-settings.drift.reference_fallback_partitions :]
     if not before:
-        raise DriftInputError(f"no reference: the model has no usable training lineage and no curated partition precedes {ds}")
+        raise NoReference(f"no reference: the model has no usable training lineage and no curated partition precedes {ds}")
     why = "no training lineage on the model version" if not lineage else "training partitions no longer on disk"
     return before, f"fallback ({why}): latest {len(before)} partition(s) before the night"
 
