@@ -95,7 +95,63 @@ def run_demo(nights: int, rows: int, start: str) -> None:
             _run_dag(bag, "feedback_score", ds)
         if "feedback_monitor" in have:
             _run_dag(bag, "feedback_monitor", ds)
+            request = _retrain_request(settings, ds)
+            if request is not None and "feedback_train" in have:
+                # In a running Airflow the retrain_requested Asset event schedules feedback_train;
+                # dag.test() does not follow Asset schedules, so the demo runs the chain itself.
+                _say(f"drift fired for {ds}: {'; '.join(request.get('reasons', [])) or request}")
+                before = _champion(settings)
+                known = _version_count(settings)
+                _run_dag(bag, "feedback_train", ds)
+                after = _champion(settings)
+                _say(_gate_story(settings, before, after, known))
+                if after != before and "feedback_score" in have:
+                    _run_dag(bag, "feedback_score", ds)  # the new champion backfills the scores
+            elif request is None:
+                _say(f"no drift fired for {ds}")
     _summary(settings)
+
+
+def _retrain_request(settings: Settings, ds: str) -> dict | None:
+    """The retrain request the monitor recorded for ds, if it fired."""
+    import json
+
+    from fbk_tasks.drift.monitor import REQUESTS_FILE, drift_state_dir
+
+    path = drift_state_dir(settings) / REQUESTS_FILE
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.strip() and json.loads(line).get("ds") == ds:
+            return json.loads(line)
+    return None
+
+
+def _champion(settings: Settings) -> str | None:
+    from fbk_tasks.train.gate import list_versions
+
+    for v in list_versions(settings):
+        if "champion" in v["aliases"].split(","):
+            return v["version"]
+    return None
+
+
+def _version_count(settings: Settings) -> int:
+    from fbk_tasks.train.gate import list_versions
+
+    return len(list_versions(settings))
+
+
+def _gate_story(settings: Settings, before: str | None, after: str | None, known: int) -> str:
+    """What the gate decided for each version the retrain registered."""
+    from fbk_tasks.train.gate import list_versions
+
+    new = list_versions(settings)[known:]
+    verdicts = "; ".join(
+        f"v{v['version']} ({v['candidate']}, golden macro-F1 {v['golden_f1']}): {v['verdict']} - {v['reason']}" for v in new
+    ) or "no new version"
+    change = f"champion v{before} -> v{after}" if after != before else f"champion stays v{after}"
+    return f"retrained: {verdicts}; {change}"
 
 
 def _summary(settings: Settings) -> None:
