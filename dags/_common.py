@@ -25,6 +25,18 @@ DEFAULT_ARGS = {
 }
 
 
+def parse_time_settings():
+    """Settings for the few choices a DAG makes when it is parsed (queue routing, deadline).
+    A settings problem must not break parsing: None here, and the tasks then fail with the
+    real message when they load the settings themselves."""
+    try:
+        from fbk_tasks.settings import load_settings
+
+        return load_settings()
+    except Exception:
+        return None
+
+
 def logical_ds(context) -> str:
     """The partition a run works on: its logical date, or (manual runs without one) the day it ran."""
     when = context.get("logical_date") or context["dag_run"].run_after

@@ -36,7 +36,7 @@ from airflow.sdk import (
     task,
 )
 
-from _common import DEFAULT_ARGS, START_DATE
+from _common import DEFAULT_ARGS, START_DATE, parse_time_settings
 
 CURATED_REVIEWS = Asset("curated_reviews")
 REVIEW_SCORES = Asset("review_scores")
@@ -45,14 +45,9 @@ NIGHTLY_CRON = "0 3 * * *"
 
 def _deadline():
     """Alert (alerts.* settings) when a night's scoring has not finished score.deadline_minutes
-    after its logical date. The one setting read at parse time; a broken setting must not
-    break parsing (the tasks then fail with the real message)."""
-    try:
-        from fbk_tasks.settings import load_settings
-
-        minutes = load_settings().score.deadline_minutes
-    except Exception:
-        minutes = None
+    after its logical date. The one setting read at parse time."""
+    settings = parse_time_settings()
+    minutes = settings.score.deadline_minutes if settings else None
     if not minutes:
         return None
     from airflow.sdk.definitions.callback import AsyncCallback

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from _common import DEFAULT_ARGS, START_DATE
+from _common import DEFAULT_ARGS, START_DATE, parse_time_settings
 from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
@@ -42,14 +42,9 @@ WEEKLY_CRON = "0 3 * * 0"
 
 
 def _gpu_queue() -> str | None:
-    """The one setting read at parse time: where the transformer task runs. A settings problem
-    must not break parsing; the tasks then fail with the real message."""
-    try:
-        from fbk_tasks.settings import load_settings
-
-        return load_settings().train.gpu_queue
-    except Exception:
-        return None
+    """The one setting read at parse time: where the transformer task runs."""
+    settings = parse_time_settings()
+    return settings.train.gpu_queue if settings else None
 
 
 @task

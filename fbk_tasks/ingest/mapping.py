@@ -70,15 +70,13 @@ class SourceMapping(BaseModel):
         return {k: v for k, v in self.columns.items() if v}
 
     def required_columns(self) -> list[str]:
+        """Source columns a file must have: every mapped one (and the label column), or only
+        the text (plus an id that cannot be derived) when the mapping's columns are optional."""
         if not self.columns_optional:
-            cols = list(self.source_columns().values())
-        else:
-            cols = [self.columns["text"]]
-            if self.columns.get("review_id") and self.id_from_content is False:
-                cols.append(self.columns["review_id"])
-            return cols
-        if self.label_column:
-            cols.append(self.label_column)
+            return list(self.source_columns().values()) + ([self.label_column] if self.label_column else [])
+        cols = [self.columns["text"]]
+        if self.columns.get("review_id") and self.id_from_content is False:
+            cols.append(self.columns["review_id"])
         return cols
 
     def matches(self, filename: str) -> bool:

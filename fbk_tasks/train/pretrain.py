@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -80,7 +79,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     import torch
     from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
 
-    from fbk_tasks.train.transformer import length_grouped_batches, pad_batch, seed_everything, select_device, set_threads
+    from fbk_tasks.train.transformer import _autocast, length_grouped_batches, pad_batch, seed_everything, select_device, set_threads
 
     t = settings.train
     threads = set_threads(settings)
@@ -110,8 +109,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
             for s in special:
                 special_mask |= ids == s
             inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), gen)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-            with ctx:
+            with _autocast(device):
                 loss = model(input_ids=inputs.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
