@@ -12,7 +12,10 @@ Runs every night at 03:00 UTC **and** whenever ingestion updates `Asset('curated
    current champion).
 3. **score_shard** (dynamic task mapping, one task per shard): streams the shard from
    Parquet, predicts in batches, writes `scores/ds=D/part-<version>-<shard>.parquet`
-   atomically; unscorable reviews go to `scores/_rejected/` with a reason.
+   atomically; unscorable reviews go to `scores/_rejected/` with a reason. The champion
+   serves through its ONNX export (int8, else fp32) when that export passed the golden-set
+   check at registration, else through PyTorch; the backend is in each result and in the
+   Asset metadata.
 4. **finalize**: checks planned = scored + rejected (counts and files), snapshots the
    registry, rebuilds `warehouse.duckdb` (atomic replace), and emits `Asset('review_scores')`
    with the counts and model version.
@@ -133,7 +136,7 @@ def feedback_score():
         )
         summary.setdefault("model_name", model["name"])
         summary.setdefault("model_version", model["version"])
-        yield Metadata(REVIEW_SCORES, {k: summary[k] for k in ("model_name", "model_version", "planned", "scored", "rejected", "shards")})
+        yield Metadata(REVIEW_SCORES, {k: summary.get(k) for k in ("model_name", "model_version", "backend", "planned", "scored", "rejected", "shards")})
         return summary
 
     model = resolve_champion()

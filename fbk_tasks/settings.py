@@ -139,6 +139,14 @@ class ScoreSettings(_Section):
     model_alias: str = Field("champion", min_length=1, description="Registry alias whose version a scoring run pins (resolved once per run).")
     scan_batch_rows: int = Field(8192, ge=1, description="Rows per Arrow batch when scanning curated Parquet (planning and scoring).")
     max_error_detail_chars: int = Field(500, ge=20, description="Longest model-error message kept in a rejection row.")
+    onnx: bool = Field(True, description="Export each transformer candidate to ONNX (fp32) inside its pyfunc and check it against PyTorch on the golden set.")
+    onnx_int8: bool = Field(True, description="Also export a dynamically int8-quantised ONNX model and check it the same way.")
+    onnx_max_f1_drop: float = Field(0.005, ge=-1, le=1, description="Largest golden macro-F1 loss (vs PyTorch) an ONNX export may have to be served (a negative value demands a gain: no export is served).")
+    onnx_min_agreement: Share = Field(0.98, description="Smallest golden label agreement with PyTorch an ONNX export needs to be served.")
+    backend: Literal["auto", "torch"] = Field("auto", description="auto: serve the fastest export that passed its check (int8, else fp32, else PyTorch); torch: always PyTorch.")
+    threads: int | None = Field(None, ge=1, description="Inference threads of a scoring process (PyTorch and ONNX Runtime); default: the number of cores.")
+
+    _share_checks = field_validator("onnx_min_agreement")(_check_share)
 
 
 class DriftSettings(_Section):

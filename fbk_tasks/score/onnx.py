@@ -90,6 +90,8 @@ def export_onnx(
     path = out / "model.onnx"
     sample = tokenizer(["an example review", "another, somewhat longer example review text"], padding=True, return_tensors="pt")
     names = [n for n in INPUT_NAMES if n in sample]
+    device = next(model.parameters()).device  # a model trained on CUDA is exported from there
+    sample = {n: sample[n].to(device) for n in names}
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
 
@@ -138,21 +140,163 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_predict_proba(session, tokenizer, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 64):
-    """Class probabilities (n, k) in input order from an ONNX session (length-sorted batches)."""
+def token_batches(tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int, names: Sequence[str] = INPUT_NAMES):
+    """Yield (row indices, int64 feeds) in batches of similar token length: the texts are
+    tokenised once (truncated, unpadded), sorted by token count (longest first, like
+    ``fbk_tasks.train.transformer.predict_proba``) and padded per batch only to that batch's
+    longest row."""
     import numpy as np
 
-    wanted = {i.name for i in session.get_inputs()}
+    enc = tokenizer(["" if t is None else str(t) for t in texts], truncation=True, max_length=max_length, padding=False)
+    ids = enc["input_ids"]
+    types = enc.get("token_type_ids")
+    pad_id = tokenizer.pad_token_id or 0
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(ids[j]) for j in idx)
+        input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        type_ids = np.zeros((len(idx), width), dtype=np.int64)
+        for r, j in enumerate(idx):
+            n = len(ids[j])
+            input_ids[r, :n] = ids[j]
+            mask[r, :n] = 1
+            if types is not None:
+                type_ids[r, :n] = types[j]
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": type_ids}
+        yield idx, {k: v for k, v in feeds.items() if k in names}
 
-    def run(batch: list[str]):
-        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
-        feeds = {k: v.astype(np.int64) for k, v in enc.items() if k in wanted}
+
+def onnx_predict_proba(session, tokenizer, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 64):
+    """Class probabilities (n, k) in input order from an ONNX session: length-sorted batches
+    with dynamic padding (:func:`token_batches`), softmax in float32."""
+    import numpy as np
+
+    wanted = [i.name for i in session.get_inputs()]
+    out = None
+    for idx, feeds in token_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size, names=wanted):
         (logits,) = session.run(["logits"], feeds)
-        z = logits - logits.max(axis=1, keepdims=True)
+        z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        if out is None:
+            out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+        out[idx] = e / e.sum(axis=1, keepdims=True)
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
-    return _batched_proba(texts, batch_size, run)
+
+# -- export at registration, checked on the golden set ---------------------------------------
+
+ONNX_META = "onnx.json"
+FILES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx"}
+SERVING_ORDER = ("onnx_int8", "onnx_fp32")  # fastest first; PyTorch when none passed
+
+
+def check_export(reference_proba, candidate_proba, y_true: Sequence[int], *, max_f1_drop: float, min_agreement: float) -> dict[str, Any]:
+    """Agreement of one export with PyTorch on labelled rows, and whether it is within tolerance:
+    label agreement >= ``min_agreement`` and macro-F1 loss (PyTorch minus export, against the
+    true labels) <= ``max_f1_drop``."""
+    c = compare(reference_proba, candidate_proba, y_true)
+    f1_drop = c["macro_f1_reference"] - c["macro_f1_candidate"]
+    reasons = []
+    if c["label_agreement"] < min_agreement:
+        reasons.append(f"label agreement {c['label_agreement']:.4f} < {min_agreement}")
+    if f1_drop > max_f1_drop:
+        reasons.append(f"macro-F1 drop {f1_drop:.4f} > {max_f1_drop}")
+    return {**c, "macro_f1_drop": f1_drop, "passed": not reasons, "reason": "; ".join(reasons)}
+
+
+def export_and_check(
+    model,
+    tokenizer,
+    out_dir: str | Path,
+    texts: Sequence[str],
+    y_true: Sequence[int],
+    reference_proba,
+    *,
+    max_length: int,
+    batch_size: int,
+    quantize: bool,
+    max_f1_drop: float,
+    min_agreement: float,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` to ``out_dir`` (fp32, and int8 with ``quantize``), predict ``texts`` (the
+    golden set) with each export exactly as serving does, compare with ``reference_proba`` (the
+    PyTorch model's golden probabilities) and ``y_true``, and write ``out_dir/onnx.json``:
+    ``{"backend", "exports": {name: {file, passed, label_agreement, macro_f1_drop, ...}}, ...}``.
+    ``backend`` is the export to serve (int8 if it passed, else fp32 if it passed, else torch).
+    Any export failure is recorded (backend torch), never raised: PyTorch still serves."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "golden_rows": len(texts),
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "tolerance": {"max_f1_drop": max_f1_drop, "min_agreement": min_agreement},
+        "exports": {},
+        "backend": "torch",
+    }
+    try:
+        exp = export_onnx(model, tokenizer, out, quantize=quantize)
+        meta.update(opset=exp.opset, inputs=exp.inputs, export_seconds=exp.seconds)
+        paths = {"onnx_fp32": exp.model_path, "onnx_int8": exp.quantized_path}
+        for name in ("onnx_fp32", "onnx_int8"):
+            if not paths[name]:
+                continue
+            started = time.monotonic()
+            proba = onnx_predict_proba(onnx_session(paths[name], threads), tokenizer, texts,
+                                       max_length=max_length, batch_size=batch_size)
+            seconds = time.monotonic() - started
+            res = check_export(reference_proba, proba, y_true, max_f1_drop=max_f1_drop, min_agreement=min_agreement)
+            res.update(file=Path(paths[name]).name, size_mib=round(Path(paths[name]).stat().st_size / 2**20, 2),
+                       golden_rows_per_second=round(len(texts) / max(seconds, 1e-9), 1))
+            meta["exports"][name] = res
+        meta["backend"] = next((b for b in SERVING_ORDER if meta["exports"].get(b, {}).get("passed")), "torch")
+    except Exception as exc:  # an export problem must not block registering the PyTorch model
+        meta["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        meta["backend"] = "torch"
+    (out / ONNX_META).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def choose_backend(meta: dict[str, Any] | None, requested: str = "auto") -> str:
+    """The backend to serve: ``torch`` when asked, without export metadata, or when no export
+    passed; otherwise the export the check chose (int8 before fp32)."""
+    if requested == "torch" or not meta:
+        return "torch"
+    if requested in FILES:  # explicit request (benchmarks, tests): only if that export passed
+        return requested if meta.get("exports", {}).get(requested, {}).get("passed") else "torch"
+    backend = meta.get("backend", "torch")
+    return backend if backend in FILES else "torch"
+
+
+def metrics_of(meta: dict[str, Any]) -> dict[str, float]:
+    """Flat MLflow metrics of an export check (``onnx_int8_golden_label_agreement`` ...)."""
+    out: dict[str, float] = {}
+    for name, r in meta.get("exports", {}).items():
+        for key in ("label_agreement", "macro_f1_drop", "macro_f1_candidate", "max_abs_prob_diff", "golden_rows_per_second", "size_mib"):
+            if key in r:
+                out[f"{name}_golden_{key}"] = float(r[key])
+        out[f"{name}_passed"] = float(bool(r.get("passed")))
+    if "export_seconds" in meta:
+        out["onnx_export_seconds"] = float(meta["export_seconds"])
+    return out
+
+
+def tags_of(meta: dict[str, Any]) -> dict[str, str]:
+    """Model-version tags of an export check (``fbk.onnx.backend``, per export agreement/F1 drop/verdict)."""
+    tags = {"fbk.onnx.backend": meta.get("backend", "torch")}
+    for name, r in meta.get("exports", {}).items():
+        tags[f"fbk.onnx.{name}"] = (
+            f"{'passed' if r.get('passed') else 'failed'}; agreement {r['label_agreement']:.4f}; "
+            f"macro-F1 drop {r['macro_f1_drop']:+.4f}" + (f"; {r['reason']}" if r.get("reason") else "")
+        )
+    if meta.get("error"):
+        tags["fbk.onnx.error"] = meta["error"][:500]
+    return tags
 
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ class ShardResult:
     scores_file: str | None = None
     rejected_file: str | None = None
     seconds: float = 0.0
+    backend: str | None = None  # what computed the predictions: onnx_int8, onnx_fp32, torch, sklearn or pyfunc
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,7 +146,30 @@ def _predict(model: Any, ids: list[str], texts: list[str], max_detail: int) -> t
     return ok, bad
 
 
-def _write_once(path: Path, rows: list[dict], schema: Any) -> str | None:
+def prepare_model(model: Any, settings: Settings) -> str:
+    """Choose how a loaded model serves and return the backend's name.
+
+    A project :class:`~fbk_tasks.train.pyfunc.SentimentModel` serves its ONNX export when the
+    golden check at registration passed (int8 before fp32) and ``score.backend`` is ``auto``,
+    else PyTorch; a champion logged without ONNX artifacts serves PyTorch. Any other model
+    (``predict(DataFrame)`` only) is served as it is: ``pyfunc``.
+    """
+    inner = model
+    unwrap = getattr(model, "unwrap_python_model", None)
+    if unwrap is not None:
+        try:
+            inner = unwrap()
+        except Exception:  # not a PythonModel-based pyfunc
+            return "pyfunc"
+    use = getattr(inner, "use_backend", None)
+    if use is None:
+        return "pyfunc"
+    backend = use(settings.score.backend, threads=settings.score.threads or os.cpu_count())
+    log.info("serving with backend %s", backend)
+    return backend
+
+
+def _write_once(path: Path, rows: "list[dict] | Any", schema: Any, metadata: dict[str, str] | None = None) -> str | None:
     """Write a shard's rows to a write-once file (sorted by review_id).
 
     Files are never modified once written, so a reader that listed a file always reads the
@@ -156,9 +181,13 @@ def _write_once(path: Path, rows: list[dict], schema: Any) -> str | None:
 
     from fbk_tasks.score.io import write_parquet_atomic
 
-    if not rows:
+    if isinstance(rows, list):
+        rows = pa.Table.from_pylist(rows, schema=schema)
+    if rows.num_rows == 0:
         return None
-    table = pa.Table.from_pylist(rows, schema=schema).sort_by("review_id")
+    table = rows.sort_by("review_id")
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
     if path.exists():
         try:
             if pq.read_table(path, schema=schema).equals(table):
@@ -170,13 +199,18 @@ def _write_once(path: Path, rows: list[dict], schema: Any) -> str | None:
     return str(path)
 
 
-def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None) -> ShardResult:
+def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, backend: str | None = None) -> ShardResult:
     """Score the shard's planned reviews with the shard's pinned model version.
 
     ``model`` (anything with ``predict(DataFrame) -> DataFrame``) is loaded from
-    ``shard.model.uri`` when not given. Every planned review ends up in exactly one of the two
+    ``shard.model.uri`` when not given, and its serving backend chosen (:func:`prepare_model`;
+    pass ``backend`` with a model already prepared). Rows stream from Parquet in batches of
+    ``score.batch_size``; predictions are kept as Arrow record batches (columnar, about 100
+    bytes a row), not Python objects. Every planned review ends up in exactly one of the two
     output files; the result's counts satisfy ``planned == scored + rejected``.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from fbk_tasks.score.schema import REJECTED_SCHEMA, SCORES_SCHEMA
@@ -184,8 +218,7 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None) -> S
     started = time.monotonic()
     spec = shard
     ref = spec.model
-    planned_arr = pq.read_table(spec.plan_file, columns=["review_id"]).column("review_id").combine_chunks()
-    planned = set(planned_arr.to_pylist())
+    planned_arr = pq.read_table(spec.plan_file, columns=["review_id"]).column("review_id").combine_chunks().unique()
     if model is None:
         import mlflow.pyfunc
 
@@ -193,11 +226,15 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None) -> S
 
         configure_mlflow(settings)
         model = mlflow.pyfunc.load_model(ref.uri)
+        backend = None
+    if backend is None:
+        backend = prepare_model(model, settings)
 
     scored_at = _dt.datetime.fromisoformat(spec.scored_at)
     common = {"model_name": ref.name, "model_version": ref.version, "scored_at": scored_at, "run_id": spec.run_id, "ds": spec.ds}
     max_detail = settings.score.max_error_detail_chars
-    scored_rows: list[dict] = []
+    scored_batches: list[Any] = []
+    n_scored = 0
     rejected_rows: list[dict] = []
     seen: set[str] = set()
     buf_ids: list[str] = []
@@ -206,8 +243,11 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None) -> S
     def flush() -> None:
         if not buf_ids:
             return
+        nonlocal n_scored
         ok, bad = _predict(model, buf_ids, buf_texts, max_detail)
-        scored_rows.extend({**r, **common} for r in ok)
+        if ok:
+            scored_batches.append(pa.RecordBatch.from_pylist([{**r, **common} for r in ok], schema=SCORES_SCHEMA))
+            n_scored += len(ok)
         rejected_rows.extend({"review_id": rid, "reason": reason, "detail": detail, **common} for rid, reason, detail in bad)
         buf_ids.clear()
         buf_texts.clear()
@@ -225,25 +265,32 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None) -> S
         if len(buf_ids) >= settings.score.batch_size:
             flush()
     flush()
-    for rid in sorted(planned - seen):
+    missing = pc.filter(planned_arr, pc.invert(pc.is_in(planned_arr, pa.array(list(seen), type=planned_arr.type)))).to_pylist()
+    del seen
+    for rid in sorted(missing):
         rejected_rows.append({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files", **common})
 
     scores_path, rejected_path = shard_paths(settings, spec.ds, ref.version, spec.shard, spec.plan_tag)
-    scores_file = _write_once(scores_path, scored_rows, SCORES_SCHEMA)
-    rejected_file = _write_once(rejected_path, rejected_rows, REJECTED_SCHEMA)
+    file_meta = {"fbk.backend": backend}
+    scores_file = _write_once(scores_path, pa.Table.from_batches(scored_batches, schema=SCORES_SCHEMA), SCORES_SCHEMA, file_meta)
+    del scored_batches
+    rejected_file = _write_once(rejected_path, rejected_rows, REJECTED_SCHEMA, file_meta)
     result = ShardResult(
         ds=spec.ds,
         shard=spec.shard,
         model_name=ref.name,
         model_version=ref.version,
-        planned=len(planned),
-        scored=len(scored_rows),
+        planned=len(planned_arr),
+        scored=n_scored,
         rejected=len(rejected_rows),
         rejected_by_reason=dict(sorted(Counter(r["reason"] for r in rejected_rows).items())),
         scores_file=scores_file,
         rejected_file=rejected_file,
         seconds=round(time.monotonic() - started, 3),
+        backend=backend,
     )
+    log.info("shard %s/%s: %d scored, %d rejected in %.1fs with %s (%.1f reviews/s)", spec.ds, spec.shard, result.scored,
+             result.rejected, result.seconds, backend, result.scored / max(result.seconds, 1e-9))
     if result.planned != result.scored + result.rejected:
         raise ReconciliationError(f"shard {spec.ds}/{spec.shard}: planned {result.planned} != scored {result.scored} + rejected {result.rejected}")
     return result
@@ -330,6 +377,7 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
         "shards": len(specs),
         "partitions": sorted({s.ds for s in specs}),
         "rejected_by_reason": dict(sum((Counter(r.rejected_by_reason) for r in results), Counter())),
+        "backend": ",".join(sorted({r.backend for r in results if r.backend})) or None,
     }
     if specs:
         model = specs[0].model
@@ -355,12 +403,13 @@ def run_scoring(
     """The whole run without Airflow (what `fbk score` does): resolve, plan, score, finalize."""
     model_ref = resolve_champion(settings)
     specs = plan_shards(settings, ds, model_ref, run_id=run_id, scored_at=scored_at, rescore=rescore)
-    model = None
+    model, backend = None, None
     if specs:
         import mlflow.pyfunc
 
         model = mlflow.pyfunc.load_model(model_ref.uri)
-    results = [score_shard(settings, spec, model=model) for spec in specs]
+        backend = prepare_model(model, settings)
+    results = [score_shard(settings, spec, model=model, backend=backend) for spec in specs]
     summary = finalize_run(settings, specs, results, build=build)
     summary.setdefault("model_name", model_ref.name)
     summary.setdefault("model_version", model_ref.version)

@@ -140,6 +140,9 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
         preds.insert(0, "review_id", golden["review_id"].to_numpy())
         preds.to_parquet(work / GOLDEN_PREDICTIONS, index=False)
         mlflow.log_artifact(str(work / GOLDEN_PREDICTIONS), "evaluation")
+        if candidate == "transformer" and settings.score.onnx:  # ONNX exports checked on golden, in the pyfunc
+            artifacts["onnx_dir"] = registry.log_onnx_export(settings, res.model, res.tokenizer, golden, golden_proba,
+                                                             classes, work)
 
         (work / "label_map.json").write_text(json.dumps(label_map, indent=2))
         artifacts["label_map"] = str(work / "label_map.json")
@@ -162,8 +165,9 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
 
 def register_candidate(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     """Register a trained candidate (idempotent per run); returns ``trained`` plus ``version``."""
-    mv = registry.register(settings, trained["run_id"], trained["model_uri"],
-                           tags={"fbk.candidate": trained["candidate"], "fbk.golden_sha256": trained["golden_sha256"]})
+    tags = {"fbk.candidate": trained["candidate"], "fbk.golden_sha256": trained["golden_sha256"]}
+    tags.update(registry.onnx_tags(settings, trained["run_id"]))  # which backend passed the ONNX check
+    mv = registry.register(settings, trained["run_id"], trained["model_uri"], tags=tags)
     return {**trained, "version": str(mv.version)}
 
 

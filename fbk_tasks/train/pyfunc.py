@@ -5,12 +5,22 @@ returns a DataFrame, rows in input order, with ``label`` (str), ``confidence`` (
 ``prob_<class>`` for every class of the model's label scheme.
 
 Artifacts: ``label_map`` (JSON: kind, classes, max_length, batch_size) and either ``model_dir``
-(Hugging Face model + tokenizer) or ``sklearn_model`` (a joblib pickle).
+(Hugging Face model + tokenizer) or ``sklearn_model`` (a joblib pickle). A transformer logged
+with ONNX export on also has ``onnx_dir``: ``model.onnx`` (fp32), optionally
+``model.int8.onnx`` (dynamic int8) and ``onnx.json``, the golden-set check that says which
+export may serve (see ``fbk_tasks.score.onnx.export_and_check``).
+
+Backends: ``predict`` uses PyTorch unless :meth:`SentimentModel.use_backend` chose an ONNX
+export (the nightly scorer does, with ``score.backend``); the promotion gate's reload check
+therefore compares PyTorch with PyTorch. A model logged before ONNX export existed has no
+``onnx_dir`` and always serves PyTorch. The PyTorch model is loaded on first use only, so a
+scorer serving ONNX never loads it.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,30 +56,80 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         self.classes: list[str] = meta["classes"]
         self.max_length: int = int(meta.get("max_length", 128))
         self.batch_size: int = int(meta.get("batch_size", 64))
+        self.backend: str = "torch" if self.kind == "transformer" else "sklearn"
+        self.onnx_meta: dict[str, Any] | None = None
+        self._model: Any = None
+        self._session: Any = None
         if self.kind == "transformer":
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from transformers import AutoConfig, AutoTokenizer
+
+            self.model_dir: str = context.artifacts["model_dir"]
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            config = AutoConfig.from_pretrained(self.model_dir)
+            labels = [config.id2label[i] for i in range(config.num_labels)]
+            if labels != self.classes:
+                raise ValueError(f"model labels {labels} differ from the label map {self.classes}")
+            onnx_dir = context.artifacts.get("onnx_dir")
+            if onnx_dir and (Path(onnx_dir) / "onnx.json").exists():
+                self.onnx_dir: str | None = onnx_dir
+                self.onnx_meta = json.loads((Path(onnx_dir) / "onnx.json").read_text(encoding="utf-8"))
+            else:
+                self.onnx_dir = None
+        else:
+            import joblib
+
+            self._model = joblib.load(context.artifacts["sklearn_model"])
+
+    @property
+    def model(self) -> Any:
+        """The PyTorch (or sklearn) model, loaded on first use."""
+        if self._model is None and self.kind == "transformer":
+            from transformers import AutoModelForSequenceClassification
 
             from fbk_tasks.train.transformer import select_device
 
             self.device = select_device("auto")
-            self.tokenizer = AutoTokenizer.from_pretrained(context.artifacts["model_dir"])
-            self.model = AutoModelForSequenceClassification.from_pretrained(context.artifacts["model_dir"])
-            self.model.to(self.device).eval()
-            labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-            if labels != self.classes:
-                raise ValueError(f"model labels {labels} differ from the label map {self.classes}")
-        else:
-            import joblib
+            self._model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
+            self._model.to(self.device).eval()
+        return self._model
 
-            self.model = joblib.load(context.artifacts["sklearn_model"])
+    def use_backend(self, requested: str = "auto", threads: int | None = None) -> str:
+        """Serve with ``requested`` (``auto``: the export the golden check chose; ``torch``;
+        or an export name, honoured only if it passed) and return the backend now in use.
+        An ONNX session that cannot be opened falls back to PyTorch."""
+        import logging
+
+        from fbk_tasks.score.onnx import FILES, choose_backend, onnx_session
+
+        if self.kind != "transformer":
+            return self.backend
+        backend = choose_backend(self.onnx_meta, requested)
+        self._session = None
+        if backend in FILES:
+            try:
+                self._session = onnx_session(Path(self.onnx_dir) / FILES[backend], threads)
+            except Exception as exc:  # e.g. onnxruntime missing on this worker
+                logging.getLogger(__name__).warning("cannot open the %s export (%s); serving PyTorch", backend, exc)
+                backend = "torch"
+        if backend == "torch" and threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.backend = backend
+        return backend
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.classes)))
         if self.kind == "transformer":
+            if self._session is not None:
+                from fbk_tasks.score.onnx import onnx_predict_proba
+
+                return onnx_predict_proba(self._session, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size)
             from fbk_tasks.train.transformer import predict_proba
 
-            return predict_proba(self.model, self.tokenizer, texts, self.batch_size, self.max_length, self.device)
+            model = self.model
+            return predict_proba(model, self.tokenizer, texts, self.batch_size, self.max_length, self.device)
         from fbk_tasks.train.baseline import predict_proba
 
         return predict_proba(self.model, texts, self.classes)

@@ -97,3 +97,38 @@ def log_params_flat(params: dict[str, Any]) -> None:
     items = [(k, "" if v is None else str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 90):
         mlflow.log_params(dict(items[i : i + 90]))
+
+
+ONNX_TAG_PREFIX = "fbk.onnx."
+
+
+def log_onnx_export(settings: Settings, model: Any, tokenizer: Any, golden: Any, golden_proba: Any,
+                    classes: list[str], workdir: Any) -> str:
+    """Inside an active training run: export the transformer to ONNX (fp32, and int8 when
+    ``score.onnx_int8``), check each export against the PyTorch golden probabilities
+    (``score.onnx_min_agreement``, ``score.onnx_max_f1_drop``), log the check as run metrics,
+    ``fbk.onnx.*`` run tags and ``evaluation/onnx_check.json``; return the folder to log as the
+    pyfunc's ``onnx_dir`` artifact (``onnx.json`` inside says which backend passed)."""
+    from pathlib import Path
+
+    from fbk_tasks.score.onnx import export_and_check, metrics_of, tags_of
+
+    t, s = settings.train, settings.score
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = [index.get(str(label), -1) for label in golden["label"].tolist()]
+    out = Path(workdir) / "onnx"
+    meta = export_and_check(model, tokenizer, out, golden["text"].tolist(), y_true, golden_proba,
+                            max_length=t.max_length, batch_size=t.eval_batch_size, quantize=s.onnx_int8,
+                            max_f1_drop=s.onnx_max_f1_drop, min_agreement=s.onnx_min_agreement, threads=s.threads)
+    mlflow.log_metrics(metrics_of(meta))
+    mlflow.set_tags(tags_of(meta))
+    mlflow.log_dict(meta, "evaluation/onnx_check.json")
+    log.info("ONNX export check: serving backend %s (%s)", meta["backend"],
+             {k: (round(v["label_agreement"], 4), round(v["macro_f1_drop"], 4), v["passed"]) for k, v in meta["exports"].items()})
+    return str(out)
+
+
+def onnx_tags(settings: Settings, run_id: str) -> dict[str, str]:
+    """The ``fbk.onnx.*`` tags of a training run (empty for a run without ONNX export)."""
+    run = client_for(settings).get_run(run_id)
+    return {k: v for k, v in run.data.tags.items() if k.startswith(ONNX_TAG_PREFIX)}

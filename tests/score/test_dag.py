@@ -55,7 +55,8 @@ def test_dag_test_scores_every_review_once(airflow_db, lake, monkeypatch):
             select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.name == "review_scores")
         ).all()
         extras = [e.extra for e in events]
-    assert {"model_version": lake["version"], "planned": lake["n_reviews"], "scored": n, "rejected": n_rej}.items() <= extras[-1].items()
+    assert {"model_version": lake["version"], "planned": lake["n_reviews"], "scored": n, "rejected": n_rej,
+            "backend": "pyfunc"}.items() <= extras[-1].items()  # the keyword test model has no ONNX path
 
     # a second night with nothing new: no mapped work, finalize still runs and succeeds
     dr2 = dag.test(logical_date=when + dt.timedelta(days=1))
