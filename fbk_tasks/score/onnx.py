@@ -22,6 +22,7 @@ class OnnxExport:
     opset: int
     inputs: list[str]
     seconds: float
+    quantization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +82,7 @@ def export_onnx(
 ) -> OnnxExport:
     """Export to ``<out_dir>/model.onnx`` with dynamic batch and sequence axes (TorchScript
     exporter, ``dynamic_axes``); with ``quantize`` also write ``model.int8.onnx``
-    (``onnxruntime.quantization.quantize_dynamic``, QInt8 weights)."""
+    (:func:`quantize_int8`)."""
     import torch
 
     started = time.monotonic()
@@ -119,14 +120,31 @@ def export_onnx(
             dynamo=False,
         )
     model.eval()
-    qpath = None
+    qpath, qinfo = None, None
     if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         qpath = out / "model.int8.onnx"
-        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
+        qinfo = quantize_int8(path, qpath)
         qpath = str(qpath)
-    return OnnxExport(str(path), qpath, opset, names, round(time.monotonic() - started, 2))
+    return OnnxExport(str(path), qpath, opset, names, round(time.monotonic() - started, 2), qinfo)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Dynamic int8 quantisation (``onnxruntime.quantization.quantize_dynamic``): int8 weights
+    per output channel, activations quantised on the fly, MatMul nodes only (embedding Gathers
+    and the pooler/classifier Gemms stay fp32), and the feed-forward down-projections
+    (``.../layer.N/output/dense/MatMul``, fed by GELU, whose activations have outliers) kept
+    fp32. On the fine-tuned MiniLM this raised label agreement with PyTorch from 95.7 % (library
+    defaults) to 99.5 % (measured on 2,500 training-split tweets; see docs/scoring.md)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
+    ffn_out = [n for n in matmuls if "/output/dense/" in n and "attention" not in n]
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     per_channel=True, nodes_to_exclude=ffn_out)
+    return {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"],
+            "matmuls_quantized": len(matmuls) - len(ffn_out), "matmuls_kept_fp32": len(ffn_out)}
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
@@ -241,7 +259,7 @@ def export_and_check(
     }
     try:
         exp = export_onnx(model, tokenizer, out, quantize=quantize)
-        meta.update(opset=exp.opset, inputs=exp.inputs, export_seconds=exp.seconds)
+        meta.update(opset=exp.opset, inputs=exp.inputs, export_seconds=exp.seconds, quantization=exp.quantization)
         paths = {"onnx_fp32": exp.model_path, "onnx_int8": exp.quantized_path}
         for name in ("onnx_fp32", "onnx_int8"):
             if not paths[name]:
