@@ -1,16 +1,35 @@
-"""Scoring throughput on real text: batched length-sorted scorer vs transformers.pipeline.
+"""Scoring benchmarks on real text: the project's serving path vs transformers.pipeline, and
+the streaming scorer's peak memory.
 
-Same model for every variant: the packaged all-MiniLM-L6-v2 loaded with
-AutoModelForSequenceClassification(num_labels=3). It has no fine-tuned head, so the head is
-random (seeded): the figures measure speed and agreement, not accuracy.
+``--mode speed --model finetuned`` (default): all-MiniLM-L6-v2 fine-tuned for 1 epoch on the
+airline-tweets training split with the project's own ``fbk_tasks.train.transformer.fine_tune``
+(cached in FT_CACHE, /tmp by default, so re-runs skip it); 5,000 held-out tweets (never seen in
+training or its dev split) are scored by every variant, each in its own subprocess (peak RSS per
+variant), with the same model and the same threads:
+  pipeline   transformers.pipeline("text-classification", model=<dir>) with its defaults, list input
+  torch      the pyfunc (``fbk_tasks.train.pyfunc.SentimentModel``) serving PyTorch, fed in chunks
+             of score.batch_size as the nightly scorer feeds it (length-sorted sub-batches inside)
+  onnx_fp32  the same pyfunc serving its ONNX export
+  onnx_int8  the same pyfunc serving the dynamically int8-quantised export
+The exports are made and checked exactly as at registration (``export_and_check``), with the
+500-row dev split standing in for the golden set; the report says which ones that check passes.
+Macro-F1 of each variant is against the true labels of the 5,000 tweets.
 
-Variants (each in its own subprocess, so peak RSS is per variant):
-  pipeline      transformers.pipeline("text-classification") with its defaults, list input
-  torch_sorted  fbk_tasks.score.onnx.torch_predict_proba: length-sorted batches, dynamic padding
-  onnx_fp32     the same batching on an ONNX export (onnxruntime CPU)
-  onnx_int8     the same on the dynamically int8-quantised export
+``--mode speed --model random``: the earlier benchmark (packaged MiniLM + random seeded head;
+speed and agreement only).
 
-Usage: python benchmarks/bench_score.py [--n 5000] [--threads 2] [--out bench_score.json]
+``--mode memory``: peak RSS (VmHWM) of the whole streaming scorer (``run_scoring``: plan,
+score every shard, write Parquet, reconcile) in a fresh process per N, on N generated reviews
+(``fbk_tasks.demo.generator``) written as curated Parquet, with the model registered as
+champion in a throw-away MLflow store. ``--memory-model finetuned`` serves the fine-tuned
+MiniLM pyfunc (whatever backend its check chose); ``keyword`` serves the tiny keyword test model
+(``fbk_tasks.score.testing.KeywordModel``), to show the I/O path alone at large N.
+
+Usage:
+  python benchmarks/bench_score.py [--n 5000] [--threads 2] [--out bench_score.json]
+  python benchmarks/bench_score.py --model random --n 2000 --pipeline-n 500
+  python benchmarks/bench_score.py --mode memory --memory-model finetuned --sizes 10000,50000
+  python benchmarks/bench_score.py --mode memory --memory-model keyword --sizes 10000,100000,1000000
 """
 
 from __future__ import annotations
@@ -20,6 +39,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "airline_tweets.csv"
 CLASSES = ("negative", "neutral", "positive")
-VARIANTS = ("pipeline", "torch_sorted", "onnx_fp32", "onnx_int8")
+VARIANTS = ("pipeline", "torch_sorted", "onnx_fp32", "onnx_int8")  # --model random
+FT_VARIANTS = ("pipeline", "torch", "onnx_fp32", "onnx_int8")
 
 
 def load_texts(n: int) -> tuple[list[str], list[int]]:
@@ -41,6 +62,53 @@ def load_texts(n: int) -> tuple[list[str], list[int]]:
             if len(texts) == n:
                 break
     return texts, labels
+
+
+FT_CACHE = Path(os.environ.get("FBK_BENCH_FT_DIR", "/tmp/fbk-bench-minilm-airline-ft"))
+SPLIT_SEED = 13
+
+
+def airline_split(n_holdout: int = 5000, n_dev: int = 500, seed: int = SPLIT_SEED):
+    """(train, dev, holdout) lists of (text, label index) from a seeded permutation of every
+    row of airline_tweets.csv. The holdout is never seen by the fine-tune (nor its dev set)."""
+    import numpy as np
+
+    rows = []
+    with open(DATA, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            rows.append((row["text"], CLASSES.index(row["airline_sentiment"])))
+    perm = np.random.default_rng(seed).permutation(len(rows))
+    pick = lambda idx: [rows[i] for i in idx]  # noqa: E731
+    return pick(perm[n_holdout + n_dev:]), pick(perm[n_holdout:n_holdout + n_dev]), pick(perm[:n_holdout])
+
+
+def finetuned_model_dir(epochs: float = 1.0, threads: int = 2) -> Path:
+    """all-MiniLM-L6-v2 fine-tuned on the airline training split with the project's own
+    ``fbk_tasks.train.transformer.fine_tune`` (train settings from include/settings.yaml, epochs
+    overridden), saved under FT_CACHE; reused when it is already there."""
+    if (FT_CACHE / "bench_meta.json").exists():
+        return FT_CACHE
+    from fbk_tasks.settings import load_settings
+    from fbk_tasks.train import transformer as tr
+
+    settings = load_settings()
+    settings.train.epochs = epochs
+    settings.train.torch_threads = threads
+    settings.train.device = "cpu"
+    settings.train.max_train_samples = None
+    train, dev, _ = airline_split()
+    t0 = time.perf_counter()
+    res = tr.fine_tune([t for t, _ in train], [CLASSES[y] for _, y in train], [t for t, _ in dev],
+                       [CLASSES[y] for _, y in dev], list(CLASSES), settings, "minilm")
+    tmp = FT_CACHE.with_name(FT_CACHE.name + ".tmp")
+    tr.save(res, tmp)
+    meta = {"train_rows": len(train), "dev_rows": len(dev), "epochs": epochs, "threads": threads,
+            "best_dev_macro_f1": res.best_dev_macro_f1, "train_seconds": round(time.perf_counter() - t0, 1),
+            "samples_per_second": res.samples_per_second, "train_settings": settings.train.model_dump(mode="json"),
+            "loadavg_after": os.getloadavg()}
+    (tmp / "bench_meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    os.replace(tmp, FT_CACHE)
+    return FT_CACHE
 
 
 def _peak_rss_mib() -> float:
@@ -55,7 +123,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def child(variant: str, n: int, threads: int, batch_size: int, max_length: int, onnx_dir: str, out_npy: str) -> dict:
+def child_random(variant: str, n: int, threads: int, batch_size: int, max_length: int, onnx_dir: str, out_npy: str) -> dict:
     import numpy as np
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -106,23 +174,7 @@ def child(variant: str, n: int, threads: int, batch_size: int, max_length: int, 
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--pipeline-n", type=int, default=None,
-                    help="texts for the (slow) pipeline variant; default --n. Agreement is then on that prefix.")
-    ap.add_argument("--out", default="bench_score.json")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--onnx-dir", help=argparse.SUPPRESS)
-    ap.add_argument("--npy", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.n, args.threads, args.batch_size, args.max_length, args.onnx_dir, args.npy)))
-        return 0
+def main_random(args) -> int:
     if not DATA.exists():
         print(f"{DATA} not found (../shared/datasets is absent)", file=sys.stderr)
         return 2
@@ -149,7 +201,7 @@ def main() -> int:
     for v in variants:
         npy = work / f"{v}.npy"
         n_v = args.pipeline_n if (v == "pipeline" and args.pipeline_n) else args.n
-        cmd = [sys.executable, __file__, "--child", v, "--n", str(n_v), "--threads", str(args.threads),
+        cmd = [sys.executable, __file__, "--model", "random", "--child", v, "--n", str(n_v), "--threads", str(args.threads),
                "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                "--onnx-dir", str(work / "onnx"), "--npy", str(npy)]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -186,6 +238,338 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return 0
+
+
+# -- fine-tuned model: the project's serving path vs transformers.pipeline ------------------------
+
+
+def _serving_settings():
+    """(max_length, sub-batch, chunk) the serving path uses: train.max_length and
+    train.eval_batch_size (the pyfunc's label map) and score.batch_size (rows per predict call)."""
+    from fbk_tasks.settings import load_settings
+
+    s = load_settings()
+    return s.train.max_length, s.train.eval_batch_size, s.score.batch_size
+
+
+def load_pyfunc(model_dir: Path, onnx_dir: Path | None, max_length: int, batch_size: int):
+    """The project's SentimentModel, loaded from the same artifacts a registered version has."""
+    from types import SimpleNamespace
+
+    from fbk_tasks.train.pyfunc import SentimentModel
+
+    label_map = Path(tempfile.mkdtemp(prefix="bench-label-map-")) / "label_map.json"
+    label_map.write_text(json.dumps({"kind": "transformer", "classes": list(CLASSES), "max_length": max_length,
+                                     "batch_size": batch_size}))
+    artifacts = {"label_map": str(label_map), "model_dir": str(model_dir)}
+    if onnx_dir is not None:
+        artifacts["onnx_dir"] = str(onnx_dir)
+    model = SentimentModel()
+    model.load_context(SimpleNamespace(artifacts=artifacts))
+    return model
+
+
+def child_finetuned(variant: str, n: int, threads: int, model_dir: str, onnx_dir: str, out_npy: str) -> dict:
+    import numpy as np
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _, _, holdout = airline_split()
+    texts = [t for t, _ in holdout[:n]]
+    max_length, sub_batch, chunk = _serving_settings()
+    t0 = time.perf_counter()
+    if variant == "pipeline":
+        import torch
+        from transformers import pipeline
+
+        torch.set_num_threads(threads)
+        pipe = pipeline("text-classification", model=model_dir, device=-1)
+
+        def run(batch):
+            return np.array([CLASSES.index(o["label"]) for o in pipe(batch)])
+    else:
+        import pandas as pd
+
+        from fbk_tasks.score.onnx import FILES, onnx_session
+
+        model = load_pyfunc(Path(model_dir), Path(onnx_dir), max_length, sub_batch)
+        if variant == "torch":
+            assert model.use_backend("torch", threads=threads) == "torch"
+        elif model.use_backend(variant, threads=threads) != variant:
+            # the registration check refused this export; measure it anyway (reported as failed)
+            model._session, model.backend = onnx_session(Path(onnx_dir) / FILES[variant], threads), variant
+
+        def run(batch):
+            out = []
+            for i in range(0, len(batch), chunk):  # as score_shard feeds the pyfunc
+                frame = model.predict(None, pd.DataFrame({"text": batch[i:i + chunk]}))
+                out.extend(CLASSES.index(lab) for lab in frame["label"])
+            return np.array(out)
+    load_s = time.perf_counter() - t0
+    run(texts[:32])  # warm-up
+    t1 = time.perf_counter()
+    pred = run(texts)
+    elapsed = time.perf_counter() - t1
+    np.save(out_npy, np.asarray(pred, dtype=np.int64))
+    return {"variant": variant, "n": len(texts), "load_s": round(load_s, 2), "seconds": round(elapsed, 2),
+            "reviews_per_s": round(len(texts) / elapsed, 1), "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def main_finetuned(args) -> int:
+    import numpy as np
+    import torch
+
+    from fbk_tasks.score.onnx import compare, export_and_check, macro_f1
+    from fbk_tasks.settings import load_settings
+    from fbk_tasks.train.transformer import predict_proba
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    model_dir = finetuned_model_dir(threads=args.threads)
+    ft_meta = json.loads((model_dir / "bench_meta.json").read_text())
+    _, dev, holdout = airline_split()
+    holdout = holdout[: args.n]
+    labels = [y for _, y in holdout]
+    max_length, sub_batch, chunk = _serving_settings()
+    s = load_settings().score
+    work = Path(tempfile.mkdtemp(prefix="bench-score-ft-"))
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    dev_texts = [t for t, _ in dev]
+    ref = predict_proba(model, tok, dev_texts, sub_batch, max_length)
+    check = export_and_check(model, tok, work / "onnx", dev_texts, [y for _, y in dev], ref, max_length=max_length,
+                             batch_size=sub_batch, quantize=True, max_f1_drop=s.onnx_max_f1_drop,
+                             min_agreement=s.onnx_min_agreement, threads=args.threads)
+    n_truncated = sum(1 for ids in tok([t for t, _ in holdout])["input_ids"] if len(ids) > max_length)
+    del model
+    print(json.dumps({"registration_check_on_dev": {k: check[k] for k in ("backend", "exports")}}, default=str), flush=True)
+    results = []
+    load_before = os.getloadavg()
+    for v in [v for v in args.variants.split(",") if v]:
+        npy = work / f"{v}.npy"
+        cmd = [sys.executable, __file__, "--model", "finetuned", "--child", v, "--n", str(args.n), "--threads",
+               str(args.threads), "--model-dir", str(model_dir), "--onnx-dir", str(work / "onnx"), "--npy", str(npy)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if out.returncode != 0:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"variant {v} failed")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["pred"] = np.load(npy)
+        results.append(res)
+        print(json.dumps({k: res[k] for k in res if k != "pred"}), flush=True)
+    base = next((r for r in results if r["variant"] == "pipeline"), None)
+    torch_ref = next((r for r in results if r["variant"] == "torch"), None)
+    one_hot = lambda p: np.eye(3)[p]  # noqa: E731 - compare() takes probabilities
+    for r in results:
+        r["macro_f1"] = round(macro_f1(labels, r["pred"].tolist(), 3), 4)
+        if base is not None:
+            r["speedup_vs_pipeline"] = round(r["reviews_per_s"] / base["reviews_per_s"], 2)
+            r["label_agreement_vs_pipeline"] = round(compare(one_hot(base["pred"]), one_hot(r["pred"]))["label_agreement"], 4)
+        if torch_ref is not None:
+            r["label_agreement_vs_torch"] = round(compare(one_hot(torch_ref["pred"]), one_hot(r["pred"]))["label_agreement"], 4)
+        if r["variant"] in check["exports"]:
+            r["passes_registration_check"] = check["exports"][r["variant"]]["passed"]
+    for r in results:
+        if base is not None:
+            r["macro_f1_points_vs_pipeline"] = round(100 * (r["macro_f1"] - base["macro_f1"]), 2)
+        del r["pred"]
+    report = {
+        "dataset": f"{DATA.name}: {len(holdout)} held-out tweets (seeded split {SPLIT_SEED}; never in training or dev)",
+        "model": f"all-MiniLM-L6-v2 fine-tuned {ft_meta['epochs']} epoch on {ft_meta['train_rows']} tweets "
+                 f"(dev macro-F1 {ft_meta['best_dev_macro_f1']:.4f}, {ft_meta['train_seconds']} s), {model_dir}",
+        "threads": args.threads, "cpu_count": os.cpu_count(),
+        "serving": {"max_length": max_length, "sub_batch": sub_batch, "rows_per_predict_call": chunk,
+                    "holdout_texts_truncated": n_truncated},
+        "registration_check_on_dev": check,
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_before_variants": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+# -- memory: the streaming scorer at growing N ----------------------------------------------------
+
+
+def write_generated_curated(data_dir: Path, n: int, rows_per_file: int = 100_000, ds: str = "2026-11-01") -> None:
+    """N generated reviews as curated Parquet (CURATED_SCHEMA) in one partition, in parts."""
+    import datetime as _dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import pandas as pd
+
+    from fbk_tasks.demo.generator import generate_reviews
+    from fbk_tasks.schema import CURATED_SCHEMA, rating_to_label
+
+    out = data_dir / "curated" / "reviews" / f"ds={ds}"
+    out.mkdir(parents=True, exist_ok=True)
+    at = _dt.datetime.fromisoformat(ds).replace(tzinfo=_dt.timezone.utc)
+    for part, start in enumerate(range(0, n, rows_per_file)):
+        m = min(rows_per_file, n - start)
+        df = generate_reviews(m, seed=part, ds=ds, bad_share=0.0, duplicate_share=0.0, id_prefix=f"mem{part}")
+        ratings = [None if pd.isna(r) else int(r) for r in df["rating"].astype("Int64")]
+        label = [rating_to_label(r) for r in ratings]
+        table = pa.table({
+            "review_id": pa.array(df["review_id"].astype(str).tolist()),
+            "product_id": pa.array(df["product_id"].astype(str).tolist()),
+            "product_name": pa.array(df["product_name"].astype(str).tolist()),
+            "product_category": pa.array(df["product_category"].astype(str).tolist()),
+            "rating": pa.array(ratings, type=pa.int8()),
+            "title": pa.array([None] * m, type=pa.string()),
+            "text": pa.array(df["text"].astype(str).tolist()),
+            "language": pa.array(["en"] * m),
+            "created_at": pa.array([at] * m, type=pa.timestamp("us", tz="UTC")),
+            "source": pa.array(["generated"] * m),
+            "source_file": pa.array([f"generated-{part}.csv"] * m),
+            "ingested_at": pa.array([at] * m, type=pa.timestamp("us", tz="UTC")),
+            "label": pa.array(label, type=pa.string()),
+            "row_number": pa.array(range(start, start + m), type=pa.int64()),
+            "ds": pa.array([ds] * m),
+        }, schema=CURATED_SCHEMA)
+        pq.write_table(table, out / f"part-{part:05d}.parquet")
+
+
+def register_champion(settings, kind: str, model_dir: Path | None, onnx_dir: Path | None) -> str:
+    """Log the benchmark's model as a pyfunc champion in the settings' (throw-away) MLflow store."""
+    if kind == "keyword":
+        from fbk_tasks.score.testing import register_keyword_model
+
+        register_keyword_model(settings)
+        return "keyword test model"
+    import mlflow
+
+    from fbk_tasks.score.registry import configure_mlflow
+    from fbk_tasks.train.pyfunc import SentimentModel
+
+    client = configure_mlflow(settings)
+    max_length, sub_batch, _ = _serving_settings()
+    label_map = Path(tempfile.mkdtemp(prefix="bench-label-map-")) / "label_map.json"
+    label_map.write_text(json.dumps({"kind": "transformer", "classes": list(CLASSES), "max_length": max_length,
+                                     "batch_size": sub_batch}))
+    exp = mlflow.create_experiment("bench-memory", artifact_location=settings.mlflow_artifact_location)
+    name = settings.mlflow.registered_model_name
+    with mlflow.start_run(experiment_id=exp):
+        info = mlflow.pyfunc.log_model(name="model", python_model=SentimentModel(), registered_model_name=name,
+                                       artifacts={"label_map": str(label_map), "model_dir": str(model_dir),
+                                                  "onnx_dir": str(onnx_dir)}, pip_requirements=["mlflow"])
+    client.set_registered_model_alias(name, "champion", str(info.registered_model_version))
+    return f"fine-tuned MiniLM pyfunc ({model_dir})"
+
+
+def child_memory(data_dir: str, threads: int) -> dict:
+    """One scoring run in this fresh process; its peak RSS."""
+    os.environ["FBK_DATA_DIR"] = data_dir
+    os.environ["FBK_SCORE__THREADS"] = str(threads)
+    from fbk_tasks.score.run import run_scoring
+    from fbk_tasks.settings import load_settings
+
+    rss0 = _peak_rss_mib()
+    t0 = time.perf_counter()
+    summary = run_scoring(load_settings(), build=False)
+    seconds = time.perf_counter() - t0
+    return {"planned": summary["planned"], "scored": summary["scored"], "rejected": summary["rejected"],
+            "backend": summary.get("backend"), "seconds": round(seconds, 1),
+            "reviews_per_s": round(summary["planned"] / seconds, 1), "peak_rss_mib_at_start": round(rss0, 1),
+            "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def main_memory(args) -> int:
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    model_dir = onnx_dir = None
+    if args.memory_model == "finetuned":
+        from fbk_tasks.score.onnx import export_and_check
+        from fbk_tasks.settings import load_settings
+        from fbk_tasks.train.transformer import predict_proba
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model_dir = finetuned_model_dir(threads=args.threads)
+        max_length, sub_batch, _ = _serving_settings()
+        s = load_settings().score
+        _, dev, _ = airline_split()
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        onnx_dir = Path(tempfile.mkdtemp(prefix="bench-mem-onnx-"))
+        dev_texts = [t for t, _ in dev]
+        export_and_check(model, tok, onnx_dir, dev_texts, [y for _, y in dev], predict_proba(model, tok, dev_texts, sub_batch, max_length),
+                         max_length=max_length, batch_size=sub_batch, quantize=True, max_f1_drop=s.onnx_max_f1_drop,
+                         min_agreement=s.onnx_min_agreement, threads=args.threads)
+        del model
+    rows = []
+    for n in sizes:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"bench-mem-{n}-"))
+        os.environ["FBK_DATA_DIR"] = str(data_dir)
+        from fbk_tasks.settings import load_settings
+
+        t0 = time.perf_counter()
+        write_generated_curated(data_dir, n)
+        what = register_champion(load_settings(), args.memory_model, model_dir, onnx_dir)
+        prep_s = time.perf_counter() - t0
+        load_before = os.getloadavg()
+        cmd = [sys.executable, __file__, "--mode", "memory", "--child", "memory", "--data-dir", str(data_dir),
+               "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if out.returncode != 0:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"memory run at N={n} failed")
+        res = {"n": n, "model": what, **json.loads(out.stdout.strip().splitlines()[-1]), "prepare_s": round(prep_s, 1),
+               "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+        rows.append(res)
+        print(json.dumps(res), flush=True)
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    report = {"mode": "memory", "memory_model": args.memory_model, "threads": args.threads, "cpu_count": os.cpu_count(), "results": rows}
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=("speed", "memory"), default="speed")
+    ap.add_argument("--model", choices=("finetuned", "random"), default="finetuned")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default=None, help=f"finetuned: {','.join(FT_VARIANTS)}; random: {','.join(VARIANTS)}")
+    ap.add_argument("--batch-size", type=int, default=64, help="random model only")
+    ap.add_argument("--max-length", type=int, default=128, help="random model only")
+    ap.add_argument("--pipeline-n", type=int, default=None,
+                    help="random model only: texts for the (slow) pipeline variant; default --n.")
+    ap.add_argument("--sizes", default="10000,50000", help="memory mode: numbers of generated reviews")
+    ap.add_argument("--memory-model", choices=("finetuned", "keyword"), default="finetuned")
+    ap.add_argument("--keep", action="store_true", help="memory mode: keep the generated data roots")
+    ap.add_argument("--out", default="bench_score.json")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--onnx-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--npy", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode == "memory":
+        if args.child:
+            print(json.dumps(child_memory(args.data_dir, args.threads)))
+            return 0
+        return main_memory(args)
+    if args.child:
+        if args.model == "random":
+            res = child_random(args.child, args.n, args.threads, args.batch_size, args.max_length, args.onnx_dir, args.npy)
+        else:
+            res = child_finetuned(args.child, args.n, args.threads, args.model_dir, args.onnx_dir, args.npy)
+        print(json.dumps(res))
+        return 0
+    if not DATA.exists():
+        print(f"{DATA} not found (../shared/datasets is absent)", file=sys.stderr)
+        return 2
+    if args.model == "random":
+        args.variants = args.variants or ",".join(VARIANTS)
+        return main_random(args)
+    args.variants = args.variants or ",".join(FT_VARIANTS)
+    return main_finetuned(args)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,16 @@ class TrainSettings(_Section):
         50, ge=1, description="Length-grouped batching: sort by length within mega-batches of batch_size * this."
     )
     log_every_steps: int = Field(50, ge=1, description="Plain progress log line every N steps when not on a TTY.")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls",
+        description="Fine-tune head input: 'cls' ([CLS] + pooler, as loaded) or 'mean' (one appended standard encoder layer "
+        "that makes [CLS] the masked mean, as sentence-transformers were trained; still a plain BERT checkpoint).",
+    )
+    freeze_word_embeddings: bool = Field(False, description="Keep the word-embedding matrix fixed while fine-tuning.")
+    cpu_bf16: Literal["auto", "on", "off"] = Field(
+        "off", description="bf16 autocast for CPU training (auto: when the CPU has avx512_bf16/AMX); prediction stays fp32."
+    )
+    fused_adamw: bool = Field(False, description="Fused AdamW kernel (torch >= 2.4 on CPU).")
     gpu_queue: str | None = Field(
         None,
         description="Distributed mode: Celery queue (and pool of the same name, which must exist) for the "
@@ -129,7 +139,7 @@ class ScoreSettings(_Section):
     """Nightly batch scoring (see fbk_tasks/score) and the analysts' warehouse."""
 
     shards: int = Field(2, ge=1, description="Shards a scoring run is split into (mapped Airflow tasks); by hash of review_id.")
-    batch_size: int = Field(64, ge=1, description="Reviews read from Parquet and sent to the model per predict call.")
+    batch_size: int = Field(1024, ge=1, description="Reviews read from Parquet and sent to the model per predict call (the model sorts them by length and runs sub-batches of train.eval_batch_size, so larger means less padding).")
     deadline_minutes: int | None = Field(
         None,
         ge=1,

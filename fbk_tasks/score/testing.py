@@ -32,23 +32,28 @@ class KeywordModel(_PythonModel):  # type: ignore[misc]
         self.bias = bias
 
     def predict(self, context, model_input, params=None):  # noqa: D401 - mlflow signature
+        """Vectorised (pandas string methods), so benchmarks can push a million rows through."""
+        import re
+
+        import numpy as np
         import pandas as pd
 
-        rows = []
-        for text in model_input["text"].tolist():
-            if "RAISE_ERROR" in str(text):
-                raise ValueError("keyword model refuses RAISE_ERROR")
-            t = str(text).lower()
-            pos = sum(t.count(w) for w in POSITIVE)
-            neg = sum(t.count(w) for w in NEGATIVE)
-            scores = {"negative": 1.0 + 2 * neg, "neutral": 1.5, "positive": 1.0 + 2 * pos}
-            if self.bias:
-                scores[self.bias] += 10.0
-            total = sum(scores.values())
-            probs = {k: v / total for k, v in scores.items()}
-            label = max(probs, key=lambda k: (probs[k], k))
-            rows.append({"label": label, "confidence": probs[label], **{f"prob_{k}": v for k, v in probs.items()}})
-        return pd.DataFrame(rows, columns=["label", "confidence", "prob_negative", "prob_neutral", "prob_positive"])
+        text = model_input["text"].astype(str)
+        if text.str.contains("RAISE_ERROR", regex=False).any():
+            raise ValueError("keyword model refuses RAISE_ERROR")
+        t = text.str.lower()
+        pos = t.str.count("|".join(map(re.escape, POSITIVE))).to_numpy(dtype=float)
+        neg = t.str.count("|".join(map(re.escape, NEGATIVE))).to_numpy(dtype=float)
+        classes = ["negative", "neutral", "positive"]  # alphabetical: ties go to the later name
+        scores = np.column_stack([1.0 + 2 * neg, np.full(len(t), 1.5), 1.0 + 2 * pos])
+        if self.bias:
+            scores[:, classes.index(self.bias)] += 10.0
+        probs = scores / scores.sum(axis=1, keepdims=True)
+        idx = len(classes) - 1 - probs[:, ::-1].argmax(axis=1)
+        out = pd.DataFrame({"label": np.asarray(classes, dtype=object)[idx], "confidence": probs[np.arange(len(t)), idx]})
+        for i, c in enumerate(classes):
+            out[f"prob_{c}"] = probs[:, i]
+        return out
 
 
 def register_keyword_model(settings: Settings, *, bias: str | None = None, alias: str | None = "champion") -> int:
