@@ -94,9 +94,9 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         return self._model
 
     def use_backend(self, requested: str = "auto", threads: int | None = None) -> str:
-        """Serve with ``requested`` (``auto``: the export the golden check chose; ``torch``;
-        or an export name, honoured only if it passed) and return the backend now in use.
-        An ONNX session that cannot be opened falls back to PyTorch."""
+        """Serve with ``requested`` (``auto``: the export the golden check chose, or PyTorch when
+        CUDA is available; ``torch``; or an export name, honoured only if it passed) and return
+        the backend now in use. An ONNX session that cannot be opened falls back to PyTorch."""
         import logging
 
         from fbk_tasks.score.onnx import FILES, choose_backend, onnx_session
@@ -104,6 +104,11 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         if self.kind != "transformer":
             return self.backend
         backend = choose_backend(self.onnx_meta, requested)
+        if requested == "auto" and backend in FILES:
+            import torch
+
+            if torch.cuda.is_available():  # a GPU worker: PyTorch on the GPU beats ONNX on the CPU
+                backend = "torch"
         self._session = None
         if backend in FILES:
             try:

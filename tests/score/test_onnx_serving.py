@@ -123,6 +123,16 @@ def test_exported_at_registration_and_served_via_onnx_with_the_same_labels(tiny_
     onnx_rows, files = _scores(s)
     assert {pq.read_schema(f).metadata[b"fbk.backend"] for f in files} == {b"onnx_fp32"}
 
+    # on a CUDA worker, auto serves PyTorch (on the GPU) rather than ONNX on the CPU
+    import mlflow
+    import torch
+
+    inner = mlflow.pyfunc.load_model(reg["model_uri"]).unwrap_python_model()
+    assert inner.use_backend("auto") == "onnx_fp32"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.cuda, "is_available", lambda: True)
+        assert inner.use_backend("auto") == "torch"
+
     # the same version served by PyTorch (score.backend=torch), every review scored again
     tiny_env.setenv("FBK_SCORE__BACKEND", "torch")
     torch_summary = run_scoring(load_settings(), run_id="night-torch", scored_at=AT, rescore=True, build=False)
