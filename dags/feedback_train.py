@@ -13,7 +13,10 @@ monitoring emits it).
    `train.gpu_queue` set, the transformer runs as `train_transformer` on that queue and pool.
 4. **register**: one registry version per run (idempotent under retries).
 5. **gate**: golden-set macro-F1 vs the champion, slice check, fresh-process reload check;
-   verdict tags on every version, aliases `champion` / `challenger` / `previous`.
+   verdict tags on every version, aliases `champion` / `challenger` / `previous`. It answers
+   every pending drift retrain request (`state/drift/retrain_requests.jsonl`): `fbk.trigger.*`
+   tags on the candidates, `fbk.drift.refused_retrain` on a champion that stays, and the
+   requesting night's drift report shows the outcome.
 6. **publish_champion**: emits the `champion_model` asset event (new version, F1) only when the
    champion changed; skipped otherwise.
 

@@ -105,6 +105,9 @@ def run_demo(nights: int, rows: int, start: str) -> None:
                 _run_dag(bag, "feedback_train", ds)
                 after = _champion(settings)
                 _say(_gate_story(settings, before, after, known))
+                from fbk_tasks.drift.monitor import report_path
+
+                _say(f"the gate's answer is in the MLflow tags (fbk.trigger.*) and in {report_path(settings, ds)}")
                 if after != before and "feedback_score" in have:
                     _run_dag(bag, "feedback_score", ds)  # the new champion backfills the scores
             elif request is None:
@@ -114,17 +117,9 @@ def run_demo(nights: int, rows: int, start: str) -> None:
 
 def _retrain_request(settings: Settings, ds: str) -> dict | None:
     """The retrain request the monitor recorded for ds, if it fired."""
-    import json
+    from fbk_tasks.drift.monitor import read_retrain_requests
 
-    from fbk_tasks.drift.monitor import REQUESTS_FILE, drift_state_dir
-
-    path = drift_state_dir(settings) / REQUESTS_FILE
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        if line.strip() and json.loads(line).get("ds") == ds:
-            return json.loads(line)
-    return None
+    return next((e for e in read_retrain_requests(settings) if e["ds"] == ds), None)
 
 
 def _champion(settings: Settings) -> str | None:

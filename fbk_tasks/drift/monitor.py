@@ -215,29 +215,118 @@ def load_reference(settings: Settings, name: str, version: int, parts: list[str]
 
 
 def record_retrain_request(settings: Settings, ds: str, decision: Decision, model_version: int) -> Path:
-    """Append this night's retrain request to the state file (idempotent per ds)."""
+    """Append this night's retrain request to the state file (idempotent per ds; an answered
+    request keeps its outcome)."""
+    entries = read_retrain_requests(settings)
+    kept = next((e.get("outcome") for e in entries if e.get("ds") == ds), None)
+    entries = [e for e in entries if e.get("ds") != ds]
+    entry = {"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+             "reasons": decision.reasons}
+    if kept:
+        entry["outcome"] = kept
+    entries.append(entry)
+    return _write_requests(settings, entries)
+
+
+def read_retrain_requests(settings: Settings) -> list[dict[str, Any]]:
+    """Every recorded retrain request, oldest first (answered ones carry ``outcome``)."""
+    path = drift_state_dir(settings) / REQUESTS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _write_requests(settings: Settings, entries: list[dict[str, Any]]) -> Path:
     from fbk_tasks.io.atomic import write_text
 
     path = drift_state_dir(settings) / REQUESTS_FILE
-    lines = path.read_text().splitlines() if path.exists() else []
-    entries = [json.loads(x) for x in lines if x.strip()]
-    entries = [e for e in entries if e.get("ds") != ds]
-    entries.append({"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                    "reasons": decision.reasons})
     return write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in sorted(entries, key=lambda e: e["ds"])), path)
+
+
+def outcome_text(request: dict[str, Any]) -> str:
+    """One line for people: what the gate did with a retrain request."""
+    out = request.get("outcome")
+    if not out:
+        return f"retrain requested for {request['ds']} (v{request.get('model_version')}): not answered yet (feedback_train pending)"
+    cands = "; ".join(f"v{v} ({c.get('candidate') or '?'}) {c['verdict']}: {c['reason']}"
+                      for v, c in sorted(out.get("candidates", {}).items(), key=lambda kv: int(kv[0])))
+    head = (f"PROMOTED v{out['champion_version']} (was v{out.get('previous_version')})" if out["verdict"] == "promoted"
+            else f"REFUSED - champion v{out['champion_version']} stays")
+    return f"retrain requested for {request['ds']}: {head}; gate at {out['answered_at']}; candidates: {cands}"
+
+
+def answer_retrain_requests(settings: Settings, gate_result: dict[str, Any],
+                            registered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Record the gate's verdict on every retrain request not answered yet.
+
+    Called by the gate after every training run (a retrain triggered by ``retrain_requested``,
+    a scheduled one or ``fbk train``): the run trained on data that includes the requesting
+    nights, so it answers them. Effects, so that a refusal is never silent:
+
+    * the request lines in ``retrain_requests.jsonl`` get an ``outcome``;
+    * the candidate versions get ``fbk.trigger.*`` tags (which request(s) they answer, why);
+    * on a refusal, the champion that stays gets ``fbk.drift.refused_retrain``;
+    * the requesting nights' drift reports are rendered again with the outcome.
+    Returns the answered requests."""
+    entries = read_retrain_requests(settings)
+    pending = [e for e in entries if not e.get("outcome")]
+    if not pending:
+        return []
+    verdicts = gate_result.get("verdicts") or {}
+    kinds = {str(c["version"]): c.get("candidate") for c in registered}
+    outcome = {
+        "verdict": "promoted" if gate_result.get("changed") else "refused",
+        "champion_version": gate_result.get("champion_version"),
+        "previous_version": gate_result.get("previous_version"),
+        "answered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "candidates": {str(v): {"candidate": kinds.get(str(v)), **d} for v, d in verdicts.items()},
+    }
+    for e in pending:
+        e["outcome"] = outcome
+    _write_requests(settings, entries)
+
+    from fbk_tasks.train import registry
+
+    client = registry.client_for(settings)
+    name = settings.mlflow.registered_model_name
+    days = ",".join(e["ds"] for e in pending)
+    reasons = "; ".join(r for e in pending for r in e.get("reasons", []))[:1000]
+    for v in verdicts:
+        registry.set_tags(client, name, str(v), {"fbk.trigger": "retrain_requested", "fbk.trigger.request_ds": days,
+                                                 "fbk.trigger.reasons": reasons})
+    if outcome["verdict"] == "refused" and outcome["champion_version"]:
+        registry.set_tags(client, name, outcome["champion_version"], {
+            "fbk.drift.refused_retrain": outcome_text(pending[-1])[:5000], "fbk.drift.refused_at": outcome["answered_at"]})
+    for e in pending:
+        log.info("%s", outcome_text(e))
+        _rerender_report(settings, e)
+    return pending
+
+
+def _rerender_report(settings: Settings, request: dict[str, Any]) -> None:
+    """The requesting night's report again, now with the gate's outcome (when its inputs exist)."""
+    from fbk_tasks.drift.report import write_report
+
+    mfile, metrics = measurement_path(settings, request["ds"]), metrics_path(settings, request["ds"])
+    if not (mfile.exists() and metrics.exists()):
+        log.warning("no measurement for %s: its report keeps the pending outcome", request["ds"])
+        return
+    frame = pd.read_parquet(metrics)
+    detail = json.loads(frame.loc[frame["signal"] == "decision", "detail"].iloc[0])
+    decision = Decision(**{k: detail[k] for k in Decision.__dataclass_fields__})
+    write_report(settings, NightMeasurement.load(mfile), decision, report_path(settings, request["ds"]), request)
+
+
+def latest_request(settings: Settings, ds: str) -> dict[str, Any] | None:
+    """The latest retrain request recorded for a night on or before ``ds``."""
+    earlier = [e for e in read_retrain_requests(settings) if e["ds"] <= ds]
+    return earlier[-1] if earlier else None
 
 
 def last_retrain(settings: Settings, ds: str, version_tags: dict[str, str] | None = None) -> str | None:
     """Latest date on or before ``ds`` of a retrain: a request recorded for an *earlier* night,
     or the scoring version's promotion (``fbk.gate.at`` tag)."""
-    dates: list[str] = []
-    path = drift_state_dir(settings) / REQUESTS_FILE
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                d = json.loads(line).get("ds")
-                if d and d < ds:
-                    dates.append(d)
+    dates = [e["ds"] for e in read_retrain_requests(settings) if e.get("ds") and e["ds"] < ds]
     gate_at = (version_tags or {}).get("fbk.gate.at")
     if gate_at and gate_at[:10] <= ds:
         dates.append(gate_at[:10])
@@ -308,7 +397,10 @@ def decide_night(settings: Settings, meas: NightMeasurement) -> tuple[Decision, 
     last = last_retrain(settings, meas.ds, meas.info.get("version_tags"))
     decision = decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds, last)
     mpath = write_metrics(settings, meas, decision)
-    rpath = write_report(settings, meas, decision, report_path(settings, meas.ds))
+    request = latest_request(settings, meas.ds)
+    if decision.retrain and (request is None or request["ds"] != meas.ds):  # emit_retrain records it next
+        request = {"ds": meas.ds, "model_version": meas.model_version, "reasons": decision.reasons}
+    rpath = write_report(settings, meas, decision, report_path(settings, meas.ds), request)
     log.info("drift %s v%s: %s (%s)", meas.ds, meas.model_version, decision.status, "; ".join(decision.reasons))
     return decision, mpath, rpath
 
@@ -316,6 +408,7 @@ def decide_night(settings: Settings, meas: NightMeasurement) -> tuple[Decision, 
 def run_drift(settings: Settings, ds: str, use_encoder: bool | None = None) -> dict[str, Any]:
     """Measure and decide one night (the ``fbk drift`` path); returns a JSON-able summary."""
     meas = measure_night(settings, ds, use_encoder)
+    meas.save(measurement_path(settings, ds))  # as the DAG does: the report can be re-rendered later
     decision, mpath, rpath = decide_night(settings, meas)
     return summary(meas, decision, mpath, rpath)
 
@@ -328,7 +421,8 @@ def summary(meas: NightMeasurement, decision: Decision, mpath: Path, rpath: Path
 
 
 __all__ = [
-    "DriftInputError", "NightMeasurement", "decide_night", "last_retrain", "load_night", "load_reference",
+    "DriftInputError", "NightMeasurement", "answer_retrain_requests", "decide_night", "last_retrain", "latest_request",
+    "outcome_text", "read_retrain_requests", "load_night", "load_reference",
     "measure_night", "metrics_path", "record_retrain_request", "reference_cache_path", "reference_partitions",
     "report_path", "run_drift", "summary", "write_metrics",
 ]

@@ -69,8 +69,21 @@ def _fmt(v) -> str:
     return f"{v:.3f}"
 
 
-def render_report(meas: "NightMeasurement", decision: "Decision") -> str:
-    """The report's HTML text."""
+def _request_section(meas: "NightMeasurement", request: dict | None) -> list[str]:
+    """What became of the retrain this night requested, or of the latest earlier request."""
+    if not request:
+        return []
+    from fbk_tasks.drift.monitor import outcome_text
+
+    out = request.get("outcome") or {}
+    title = "Retrain outcome" if request["ds"] == meas.ds else f"Latest retrain request ({request['ds']})"
+    css = {"promoted": "ok", "refused": "refused"}.get(out.get("verdict", ""), "")
+    return [f"<h2>{html.escape(title)}</h2>", f"<p class='{css}'>{html.escape(outcome_text(request))}</p>"]
+
+
+def render_report(meas: "NightMeasurement", decision: "Decision", request: dict | None = None) -> str:
+    """The report's HTML text. ``request``: the latest retrain request on or before the night
+    (``retrain_requests.jsonl`` entry, with the gate's ``outcome`` once answered)."""
     e = html.escape
     info = meas.info
     verdict = "RETRAIN REQUESTED" if decision.retrain else decision.status.replace("_", " ")
@@ -78,7 +91,7 @@ def render_report(meas: "NightMeasurement", decision: "Decision") -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Drift report {e(meas.ds)}</title>",
         "<style>body{font-family:sans-serif;max-width:980px;margin:1em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}.fired{background:#fdd}.sev{font-weight:bold}</style>",
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}.fired{background:#fdd}.sev{font-weight:bold}.refused{background:#fdd}.ok{background:#dfd}</style>",
         "</head><body>",
         f"<h1>Drift report {e(meas.ds)}</h1>",
         f"<p><b>Model</b> {e(meas.model_name)} v{meas.model_version} &middot; <b>night rows</b> {meas.n_rows} &middot; "
@@ -89,6 +102,7 @@ def render_report(meas: "NightMeasurement", decision: "Decision") -> str:
         "</ul>",
         f"<p>Fired signals: {e(', '.join(decision.fired_signals) or 'none')}; severe: "
         f"{e(', '.join(decision.severe_signals) or 'none')}; last retrain: {e(str(decision.last_retrain))}</p>",
+        *_request_section(meas, request),
         *[f"<p><b>Categories never seen in the reference:</b> {e(', '.join(r.detail.get('unseen_categories') or []))}</p>"
           for r in meas.signal_results() if r.signal == "category_mix_psi" and r.detail.get("unseen_categories")],
         f"<p><b>Text features used by the domain classifier:</b> {e(str(info.get('features')))} "
@@ -122,10 +136,11 @@ def render_report(meas: "NightMeasurement", decision: "Decision") -> str:
     return "\n".join(parts)
 
 
-def write_report(settings: "Settings", meas: "NightMeasurement", decision: "Decision", path: Path) -> Path:
+def write_report(settings: "Settings", meas: "NightMeasurement", decision: "Decision", path: Path,
+                 request: dict | None = None) -> Path:
     from fbk_tasks.io.atomic import write_text
 
-    return write_text(render_report(meas, decision), path)
+    return write_text(render_report(meas, decision, request), path)
 
 
 __all__ = ["render_report", "write_report"]

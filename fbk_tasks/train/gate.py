@@ -117,8 +117,11 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
                 champ_f1 = champ_ev.macro_f1
                 delta = cand_ev.macro_f1 - champ_f1
                 losses = _slice_losses(cand_ev, champ_ev, t.slice_tolerance)
-                if delta <= 0 or delta < t.min_delta:
-                    reason = f"macro-F1 {cand_ev.macro_f1:.4f} does not beat champion v{champion.version} {champ_f1:.4f} by min_delta={t.min_delta}"
+                if delta <= 0:
+                    reason = f"macro-F1 {cand_ev.macro_f1:.4f} does not beat champion v{champion.version} {champ_f1:.4f}"
+                elif delta < t.min_delta:
+                    reason = (f"macro-F1 {cand_ev.macro_f1:.4f} gains {delta:+.4f} over champion v{champion.version} "
+                              f"{champ_f1:.4f}, less than min_delta={t.min_delta}")
                 elif losses:
                     reason = f"slice F1 loss above slice_tolerance={t.slice_tolerance}: {losses}"
             if not reason:
@@ -154,13 +157,20 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
         log.info("gate v%s (%s): %s - %s", v, c["candidate"], verdicts[v]["verdict"], verdicts[v]["reason"])
 
     now = registry.alias_version(client, name, registry.CHAMPION)
-    return {
+    result = {
         "changed": changed,
         "champion_version": None if now is None else str(now.version),
         "previous_version": str(champion.version) if changed and champion is not None else None,
         "macro_f1": evals[best][0].macro_f1 if changed else champ_f1,
         "verdicts": verdicts,
     }
+    from fbk_tasks.drift.monitor import answer_retrain_requests
+
+    # this run trained on data that includes every night that asked for a retrain: answer them
+    # (request file, fbk.trigger.* / fbk.drift.refused_retrain tags, the nights' drift reports)
+    answered = answer_retrain_requests(settings, result, registered)
+    result["answered_requests"] = [e["ds"] for e in answered]
+    return result
 
 
 def promote(settings: Settings, version: str | int, reason: str = "manual promotion") -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 
 from fbk_tasks.drift.compute import FEATURES_CHAR, FEATURES_MINILM, compute_signals
 from fbk_tasks.drift.policy import decide
-from tests.drift.conftest import NIGHT_DS
+from .conftest import NIGHT_DS
 
 NULL_SEEDS = range(100, 120)  # 20 nights drawn from the reference distribution
 
