@@ -8,8 +8,9 @@ What it starts (each as a child process in its own process group, logs in a temp
 * Airflow with the CeleryExecutor: metadata in a fresh PostgreSQL database, broker on an
   empty Redis database number, Celery result backend ``db+postgresql://``;
   ``airflow db migrate``, then ``api-server``, ``scheduler``, ``dag-processor``, optionally
-  ``triggerer``, and two Celery workers: one on queue ``default``, one on queue ``gpu``
-  (the transformer fine-tune runs there when ``FBK_TRAIN__GPU_QUEUE=gpu``).
+  ``triggerer``, and three Celery workers (concurrency 1 each): two on queue ``default``
+  (score shards run on both at once), one on queue ``gpu`` (the transformer fine-tune runs
+  there when ``FBK_TRAIN__GPU_QUEUE=gpu``).
 
 DAG runs are triggered through the REST API v2 (``/api/v2``) with a JWT from the simple auth
 manager's ``POST /auth/token``. Scheduling by cron and by asset events is switched off
@@ -34,6 +35,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -215,6 +217,7 @@ class Cluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     with_triggerer: bool = False
     worker_concurrency: int = 1
+    default_workers: int = 2  # Celery workers on queue `default` (plus one on `gpu`)
 
     def __post_init__(self) -> None:
         self.id = uuid.uuid4().hex[:10]
@@ -359,11 +362,11 @@ class Cluster:
         self._spawn("dag-processor", [af, "dag-processor"], env)
         if self.with_triggerer:
             self._spawn("triggerer", [af, "triggerer"], env)
-        for queue in ("default", "gpu"):
+        for name, queue in self.worker_specs():
             wenv = dict(env, AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
             self._spawn(
-                f"worker-{queue}",
-                [af, "celery", "worker", "-q", queue, "-H", f"fbk-{queue}-{self.id}@%h",
+                name,
+                [af, "celery", "worker", "-q", queue, "-H", f"fbk-{name}-{self.id}@%h",
                  "-c", str(self.worker_concurrency), "--without-gossip", "--without-mingle"],
                 wenv,
             )
@@ -372,8 +375,8 @@ class Cluster:
         self._wait(lambda: self._http_ok(f"{self.api_url}/api/v2/monitor/health"), "Airflow api-server", t0, timeout)
         for dag_id in self.dags:
             self._wait(lambda d=dag_id: self._dag_known(d), f"DAG {dag_id} parsed by the dag-processor", t0, timeout)
-        for queue in ("default", "gpu"):
-            self._wait(lambda q=queue: "ready." in self.read_log(f"worker-{q}"), f"Celery worker on queue {queue}", t0, timeout)
+        for name, queue in self.worker_specs():
+            self._wait(lambda n=name: "ready." in self.read_log(n), f"Celery {name} on queue {queue}", t0, timeout)
         _say(f"cluster up in {time.time() - t0:.0f}s: Airflow {self.api_url}, MLflow {self.mlflow_url}")
         return self
 
@@ -385,6 +388,21 @@ class Cluster:
             if time.time() - t0 > timeout:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(2)
+
+    def worker_specs(self) -> list[tuple[str, str]]:
+        """(process name, queue) of every Celery worker."""
+        return [(f"worker-default-{i}", "default") for i in range(1, self.default_workers + 1)] + [("worker-gpu", "gpu")]
+
+    def executed_by(self, task_id: str) -> dict[str, list[int]]:
+        """Worker process name -> map indexes of ``task_id`` it executed, from the workers' own
+        logs ("Executing workload in Celery: ... TaskInstance(... task_id=..., map_index=N ...)")."""
+        pattern = re.compile(rf"Executing workload in Celery: .*?task_id='{re.escape(task_id)}'.*?map_index=(-?\d+)")
+        out: dict[str, list[int]] = {}
+        for name, _ in self.worker_specs():
+            found = sorted({int(m) for m in pattern.findall(self.read_log(name))})
+            if found:
+                out[name] = found
+        return out
 
     def read_log(self, name: str) -> str:
         for p in self.procs:
@@ -578,7 +596,7 @@ def land_reviews(data_dir: Path, rows: int, ds: str, seed: int = 11) -> Path:
 
 
 def tiny_env(base_model: Path, gpu_queue: bool = True) -> dict[str, str]:
-    env = dict(TINY_TRAIN_ENV, FBK_TRAIN__BASE_MODEL=str(base_model), FBK_SCORE__SHARDS="2")
+    env = dict(TINY_TRAIN_ENV, FBK_TRAIN__BASE_MODEL=str(base_model), FBK_SCORE__SHARDS="4")
     if gpu_queue:
         env["FBK_TRAIN__GPU_QUEUE"] = "gpu"
     return env

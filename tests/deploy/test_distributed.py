@@ -1,6 +1,8 @@
 """A real distributed run: Airflow 3 with the CeleryExecutor (PostgreSQL metadata, Redis broker,
-two Celery workers on queues `default` and `gpu`), an MLflow server on PostgreSQL, DAG runs
-triggered through the REST API v2, outputs compared with an embedded run of the same inputs.
+three Celery workers: two on queue `default`, one on `gpu`), an MLflow server on PostgreSQL, DAG
+runs triggered through the REST API v2, outputs compared with an embedded run of the same inputs.
+Score shards are executed by both default workers at the same time, and training runs on the
+`default` and `gpu` workers write to the one MLflow server.
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on 127.0.0.1:6379: when
 either is unreachable the test is skipped with the reason, or fails when CI=true.
@@ -51,6 +53,15 @@ def services_up():
         _unavailable(str(exc))
 
 
+def _overlap(a: dict, b: dict) -> float:
+    """Seconds during which two task instances (REST API dicts) were both running."""
+    from datetime import datetime
+
+    start = max(datetime.fromisoformat(a["start_date"]), datetime.fromisoformat(b["start_date"]))
+    end = min(datetime.fromisoformat(a["end_date"]), datetime.fromisoformat(b["end_date"]))
+    return (end - start).total_seconds()
+
+
 def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cluster")
     present = {p.stem for p in (ROOT / "dags").glob("feedback_*.py")}
@@ -93,12 +104,28 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
             assert by_task["train_transformer"]["queue"] == "gpu"
             assert by_task["train_transformer"]["state"] == "success"
             # ... and it was executed by the worker listening on `gpu`, never by the default one
-            assert "task_id='train_transformer'" in cluster.read_log("worker-gpu")
-            assert "task_id='train_transformer'" not in cluster.read_log("worker-default")
+            assert cluster.executed_by("train_transformer") == {"worker-gpu": [-1]}
+            assert set(cluster.executed_by("train_candidate")) <= {"worker-default-1", "worker-default-2"}
+            # two MLflow runs written to the server by tasks on different workers
+            overlap = _overlap(by_task["train_transformer"], next(
+                ti for ti in runs["feedback_train"]["task_instances"] if ti["task_id"] == "train_candidate"))
+            print(f"training runs on the gpu and default workers overlapped: {overlap:.1f}s")
             # the registry lives in the MLflow server (PostgreSQL), artifacts went through it
             assert dist["champion"] and dist["champion"]["version"] >= 1, dist
             assert any(cluster.artifacts.rglob("MLmodel")), "no model artifacts under the server's --artifacts-destination"
         if "feedback_score" in runs:
+            shards = [ti for ti in runs["feedback_score"]["task_instances"] if ti["task_id"] == "score_shard"]
+            assert len(shards) == 4 and {ti["state"] for ti in shards} == {"success"}, shards
+            # shards really shared out: both default workers executed some, none went to `gpu` ...
+            by_worker = cluster.executed_by("score_shard")
+            assert set(by_worker) == {"worker-default-1", "worker-default-2"}, by_worker
+            assert sorted(i for idx in by_worker.values() for i in idx) == [0, 1, 2, 3], by_worker
+            # ... and at the same time: a shard of one worker overlaps one of the other in time
+            where = {i: w for w, idx in by_worker.items() for i in idx}
+            pairs = [(a, b) for a in shards for b in shards if where[a["map_index"]] < where[b["map_index"]]]
+            best = max(_overlap(a, b) for a, b in pairs)
+            print(f"score shards by worker {by_worker}; longest cross-worker overlap {best:.1f}s")
+            assert best > 0, [(ti["map_index"], ti["start_date"], ti["end_date"]) for ti in shards]
             wh = dist["warehouse"]
             assert wh["review_scores"] + wh["score_rejections"] == dist["curated_rows"], wh
     finally:
