@@ -14,7 +14,7 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from fbk_tasks.score.registry import ModelRef
 from fbk_tasks.settings import Settings
@@ -92,23 +92,29 @@ def output_files(settings: Settings, model_version: int, *, rejected: bool, ds: 
     return sorted(root.glob(f"ds={ds or '*'}/part-{model_version}-*.parquet"))
 
 
-def processed_ids(settings: Settings, model: ModelRef) -> set[str]:
-    """Review ids this model version already scored or rejected (from the project's Parquet)."""
+def processed_ids(settings: Settings, model: ModelRef) -> Any:
+    """Review ids this model version already scored or rejected (from the project's Parquet),
+    as a unique Arrow string array."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     files = output_files(settings, model.version, rejected=False) + output_files(settings, model.version, rejected=True)
-    done: set[str] = set()
     if not files:
-        return done
+        return pa.array([], type=pa.string())
     dataset = pads.dataset([str(f) for f in files], format="parquet")
     flt = (pc.field("model_name") == model.name) & (pc.field("model_version") == model.version)
-    for batch in dataset.to_batches(columns=["review_id"], filter=flt, batch_size=settings.score.scan_batch_rows):
-        done.update(batch.column(0).to_pylist())
-    return done
+    col = dataset.to_table(columns=["review_id"], filter=flt).column(0)
+    return pc.unique(col.combine_chunks()) if col.num_chunks else pa.array([], type=pa.string())
 
 
-def plan_tag(model_ref: ModelRef, run_id: str, sorted_ids: list[str]) -> str:
+def _py_chunks(arr: Any, size: int = 65536) -> Iterator[list[str]]:
+    """Python strings of an Arrow array, a slice at a time (never all at once)."""
+    for start in range(0, len(arr), size):
+        yield arr.slice(start, size).to_pylist()
+
+
+def plan_tag(model_ref: ModelRef, run_id: str, sorted_ids: Iterable[str]) -> str:
     """Hash of a shard's plan (model version, run, ids): a retry of the same plan writes the
     same output file name with the same rows; any other plan writes other files."""
     h = hashlib.sha256(f"{model_ref.name}\0{model_ref.version}\0{run_id}\0".encode())
@@ -136,8 +142,13 @@ def plan_shards(
 
     With ``rescore`` every curated review is planned again (backfill with the current champion).
     Only shards with work are returned. A review id appearing twice is planned once.
+
+    Ids stay in Arrow arrays (unique, anti-join with what the version already processed, sort);
+    only the shard hash runs in Python, a slice at a time.
     """
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     from fbk_tasks.score.io import write_parquet_atomic
@@ -148,28 +159,27 @@ def plan_shards(
     scored_at = scored_at.astimezone(_dt.timezone.utc)
     run_id = run_id or f"cli__{ds or 'all'}__{scored_at:%Y%m%dT%H%M%S}"
     n = settings.score.shards
-    done = set() if rescore else processed_ids(settings, model_ref)
+    done = pa.array([], type=pa.string()) if rescore else processed_ids(settings, model_ref)
     plan_dir = _plan_dir(settings, run_id)
 
     specs: list[ShardSpec] = []
     for part_ds, files in curated_partitions(settings, ds).items():
         dataset = pads.dataset([str(f) for f in files], format="parquet")
-        buckets: list[list[str]] = [[] for _ in range(n)]
-        seen: set[str] = set()
-        for batch in dataset.to_batches(columns=["review_id"], batch_size=settings.score.scan_batch_rows):
-            for rid in batch.column(0).to_pylist():
-                if rid is None or rid in seen or rid in done:
-                    continue
-                seen.add(rid)
-                buckets[shard_of(rid, n)].append(rid)
-        for k, ids in enumerate(buckets):
-            if not ids:
+        col = dataset.to_table(columns=["review_id"]).column(0)
+        todo = pc.unique(pc.drop_null(col.combine_chunks())) if col.num_chunks else pa.array([], type=pa.string())
+        del col
+        if len(done) and len(todo):
+            todo = pc.filter(todo, pc.invert(pc.is_in(todo, value_set=done)))
+        shard_no = np.fromiter((shard_of(rid, n) for chunk in _py_chunks(todo) for rid in chunk), dtype=np.int64, count=len(todo))
+        for k in range(n):
+            ids = pc.filter(todo, pa.array(shard_no == k))
+            if not len(ids):
                 continue
-            ids.sort()
-            tag = plan_tag(model_ref, run_id, ids)
+            ids = pc.take(ids, pc.sort_indices(ids))  # UTF-8 byte order = Python's code-point order
+            tag = plan_tag(model_ref, run_id, (rid for chunk in _py_chunks(ids) for rid in chunk))
             plan_file = plan_dir / f"ds={part_ds}" / f"shard-{k}-of-{n}-{tag}.parquet"
             if not plan_file.exists():
-                write_parquet_atomic(pa.table({"review_id": pa.array(ids, pa.string())}), plan_file)
+                write_parquet_atomic(pa.table({"review_id": ids}), plan_file)
             specs.append(
                 ShardSpec(
                     ds=part_ds,

@@ -318,37 +318,49 @@ def remove_superseded(settings: Settings, specs: list[ShardSpec], results: list[
 
 def verify_outputs(settings: Settings, model: ModelRef, specs: list[ShardSpec]) -> dict[str, int]:
     """Check the files, not just the counts: each planned id is in scores xor rejections of the
-    version, and no review has two rows for the version. Raise :class:`ReconciliationError`."""
+    version, and no review has two rows for the version. Raise :class:`ReconciliationError`.
+    Ids stay in Arrow arrays (hash sets in C++), not Python sets: memory is a few dozen bytes
+    per review, not a few hundred."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    def ids(rejected: bool) -> list[str]:
+    def ids(rejected: bool) -> pa.Array:
         files = output_files(settings, model.version, rejected=rejected)
         if not files:
-            return []
+            return pa.array([], type=pa.string())
         flt = (pc.field("model_name") == model.name) & (pc.field("model_version") == model.version)
-        return pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["review_id"], filter=flt).column(0).to_pylist()
+        col = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["review_id"], filter=flt).column(0)
+        return col.combine_chunks() if col.num_chunks else pa.array([], type=pa.string())
+
+    def count_in(values: pa.Array, value_set: pa.Array) -> int:
+        if len(values) == 0 or len(value_set) == 0:
+            return 0
+        return int(pc.sum(pc.is_in(values, value_set=value_set)).as_py() or 0)
 
     scored, rejected = ids(False), ids(True)
-    scored_set, rejected_set = set(scored), set(rejected)
+    scored_u, rejected_u = pc.unique(scored), pc.unique(rejected)
     problems = []
-    if len(scored) != len(scored_set):
-        problems.append(f"{len(scored) - len(scored_set)} duplicate score rows")
-    if len(rejected) != len(rejected_set):
-        problems.append(f"{len(rejected) - len(rejected_set)} duplicate rejection rows")
-    both = scored_set & rejected_set
+    if len(scored) != len(scored_u):
+        problems.append(f"{len(scored) - len(scored_u)} duplicate score rows")
+    if len(rejected) != len(rejected_u):
+        problems.append(f"{len(rejected) - len(rejected_u)} duplicate rejection rows")
+    both = count_in(scored_u, rejected_u)
     if both:
-        problems.append(f"{len(both)} reviews both scored and rejected")
+        problems.append(f"{both} reviews both scored and rejected")
+    del scored, rejected
     missing = 0
     for spec in specs:
-        planned = set(pq.read_table(spec.plan_file).column(0).to_pylist())
-        missing += len(planned - scored_set - rejected_set)
+        planned = pc.unique(pq.read_table(spec.plan_file).column(0).combine_chunks())
+        if len(planned):
+            covered = pc.or_(pc.is_in(planned, value_set=scored_u), pc.is_in(planned, value_set=rejected_u))
+            missing += len(planned) - int(pc.sum(covered).as_py() or 0)
     if missing:
         problems.append(f"{missing} planned reviews have no output row")
     if problems:
         raise ReconciliationError(f"model {model.name} v{model.version}: " + "; ".join(problems))
-    return {"version_scored_total": len(scored_set), "version_rejected_total": len(rejected_set)}
+    return {"version_scored_total": len(scored_u), "version_rejected_total": len(rejected_u)}
 
 
 def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True) -> dict[str, Any]:
