@@ -11,15 +11,24 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 
+def _field(obj: Any, name: str) -> Any:
+    """An attribute of a task instance / DAG run, or a key when it came as a dict (the
+    deadline callback's context carries the DAG run as JSON)."""
+    if obj is None:
+        return None
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def alert_payload(context: dict[str, Any]) -> dict[str, Any]:
     ti = context.get("task_instance") or context.get("ti")
     dag_run = context.get("dag_run")
     return {
-        "dag_id": getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "run_id": getattr(dag_run, "run_id", None) or getattr(ti, "run_id", None),
-        "try_number": getattr(ti, "try_number", None),
-        "logical_date": str(context.get("logical_date")),
+        "kind": context.get("kind", "task_failed"),
+        "dag_id": _field(ti, "dag_id") or _field(dag_run, "dag_id"),
+        "task_id": _field(ti, "task_id"),
+        "run_id": _field(dag_run, "run_id") or _field(dag_run, "dag_run_id") or _field(ti, "run_id"),
+        "try_number": _field(ti, "try_number"),
+        "logical_date": str(context.get("logical_date") or _field(dag_run, "logical_date")),
         "error": str(context.get("exception"))[:2000] if context.get("exception") is not None else None,
     }
 
@@ -35,13 +44,14 @@ def _post(url: str, payload: dict[str, Any], timeout: float) -> None:
 def _email(to: str, payload: dict[str, Any]) -> None:
     from airflow.utils.email import send_email
 
-    send_email(to, f"[fbk] {payload['dag_id']}.{payload['task_id']} failed", f"<pre>{json.dumps(payload, indent=1)}</pre>")
+    what = "missed its deadline" if payload.get("kind") == "deadline_missed" else "failed"
+    send_email(to, f"[fbk] {payload['dag_id']}.{payload['task_id'] or 'run'} {what}", f"<pre>{json.dumps(payload, indent=1)}</pre>")
 
 
 def notify_failure(context: dict[str, Any], settings=None, post: Callable = _post, email: Callable = _email) -> dict[str, Any]:
     """The ``on_failure_callback`` body; returns what was done (for tests)."""
     payload = alert_payload(context)
-    log.error("fbk task failed: %s", json.dumps(payload, default=str))
+    log.error("fbk alert (%s): %s", payload["kind"], json.dumps(payload, default=str))
     done = {"payload": payload, "webhook": False, "email": False}
     try:
         if settings is None:
@@ -74,6 +84,7 @@ async def deadline_missed(**kwargs: Any) -> None:
     context = kwargs.get("context") or {}
     dag_run = context.get("dag_run") if isinstance(context, dict) else None
     fake = {
+        "kind": "deadline_missed",
         "dag_run": dag_run,
         "logical_date": (context.get("logical_date") if isinstance(context, dict) else None),
         "exception": f"deadline missed: {kwargs.get('message', 'the run did not finish in time')}",

@@ -704,7 +704,9 @@ def run_chain(cluster: Cluster, ds: str, timeout: float = 900) -> dict[str, dict
     if "feedback_train" in cluster.dags and cluster.extra_env.get("FBK_TRAIN__GPU_QUEUE"):
         cluster.ensure_pool(cluster.extra_env["FBK_TRAIN__GPU_QUEUE"], 1)
     for dag_id in cluster.dags:
-        logical = f"{ds}T00:00:00Z" if dag_id == "feedback_ingest" else None
+        # ingest and score are nightly: their runs carry the night's logical date (the scoring
+        # deadline counts from it); training is triggered without one, as a manual retrain
+        logical = {"feedback_ingest": f"{ds}T00:00:00Z", "feedback_score": f"{ds}T03:00:00Z"}.get(dag_id)
         run_id = cluster.trigger(dag_id, logical)
         left = timeout - (time.time() - t0)
         results[dag_id] = cluster.wait_run(dag_id, run_id, timeout=max(30, left))

@@ -53,6 +53,45 @@ def services_up():
         _unavailable(str(exc))
 
 
+class _Webhook:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it (the alert webhook)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        received: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.received = received
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, match, timeout: float) -> dict | None:
+        end = time.time() + timeout
+        while time.time() < end:
+            hit = next((a for a in self.received if match(a)), None)
+            if hit is not None:
+                return hit
+            time.sleep(1)
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def _overlap(a: dict, b: dict) -> float:
     """Seconds during which two task instances (REST API dicts) were both running."""
     from datetime import datetime
@@ -74,7 +113,12 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
         texts = [str(t) for t in generate_reviews(400, seed=99, ds=DS)["text"]]
         extra = cluster_mod.tiny_env(cluster_mod.build_tiny_base_model(workdir / "tiny-bert", texts))
 
-    cluster = cluster_mod.Cluster(workdir, dags=dags, extra_env=extra)
+    # Alerts go to a webhook served here; the scoring run's deadline (1 min after its logical
+    # date, which is in the past) is missed on purpose: the scheduler must hand the alert to the
+    # triggerer, which POSTs it.
+    hook = _Webhook()
+    extra = dict(extra, FBK_ALERTS__WEBHOOK_URL=hook.url, FBK_SCORE__DEADLINE_MINUTES="1")
+    cluster = cluster_mod.Cluster(workdir, dags=dags, extra_env=extra, with_triggerer=True)
     t0 = time.time()
     problems: list[str] = []
     try:
@@ -128,8 +172,14 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
             assert best > 0, [(ti["map_index"], ti["start_date"], ti["end_date"]) for ti in shards]
             wh = dist["warehouse"]
             assert wh["review_scores"] + wh["score_rejections"] == dist["curated_rows"], wh
+            score_run = runs["feedback_score"]["dag_run_id"]
+            alert = hook.wait_for(lambda a: a.get("kind") == "deadline_missed", timeout=120)
+            assert alert is not None, (hook.received, cluster.read_log("triggerer")[-3000:])
+            assert alert["dag_id"] == "feedback_score" and alert["run_id"] == score_run, alert
+            assert "feedback_score not finished 1 min after its logical date" in alert["error"], alert
     finally:
         problems = cluster.stop()
+        hook.close()
     assert not problems, problems
     assert not cluster_mod._processes_with_marker(cluster.id), "processes left behind"
     distributed_s = time.time() - t0
