@@ -1,15 +1,21 @@
 """Training benchmark on real data (../shared/datasets), outside MLflow and Airflow.
 
 airline:  airline_tweets.csv, 3 classes, fixed seed, fixed 80/20 stratified split (dev for early
-          stopping = 10% of the 80%). Baseline TF-IDF word 1-2 grams + LR vs MiniLM fine-tune
-          (batch 32, max length 64, lr 5e-5, length-grouped batches, threads = cores).
+          stopping = 10% of the 80%). Baseline TF-IDF word 1-2 grams + LR vs MiniLM fine-tune with
+          the project's default ``train.*`` settings (include/settings.yaml), changed with --set.
 shopping: online_shopping_10_cats.csv.gz, 2 classes. Char 1-3 gram baseline, and with
           --pretrain-steps N a small BERT pre-trained (MLM, N steps) on the training texts then
           fine-tuned.
 
+speed:    training samples/s of fine-tune variants (fp32 / bf16 autocast / frozen word embeddings /
+          mean-pooling layer) on the same airline batches, variants interleaved over rounds so that
+          load from other jobs hits them alike; ratios against fp32 + [CLS] (the old default).
+
 Prints one JSON line per model: macro-F1, accuracy, training seconds per epoch, samples/s.
 
     .venv/bin/python benchmarks/bench_train.py --part airline --epochs 2
+    .venv/bin/python benchmarks/bench_train.py --part airline --set learning_rate=5e-5 --set pooling=cls
+    .venv/bin/python benchmarks/bench_train.py --part speed
     .venv/bin/python benchmarks/bench_train.py --part shopping --pretrain-steps 2000
 """
 
@@ -41,6 +47,26 @@ def _settings(tmp: Path, **train):
     from fbk_tasks.settings import load_settings
 
     return load_settings(data_dir=tmp, train={"seed": SEED, "device": "auto", **train})
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """``--set key=value`` (value parsed as YAML: numbers, booleans, strings) -> train overrides."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key.strip().removeprefix("train.")] = yaml.safe_load(value)
+    return out
+
+
+FINE_TUNE_KEYS = ("base_model", "batch_size", "max_length", "learning_rate", "epochs", "warmup_ratio", "weight_decay",
+                  "class_weights", "early_stopping_patience", "pooling", "freeze_word_embeddings", "cpu_bf16",
+                  "fused_adamw", "length_group_factor", "torch_threads")
+
+
+def _config(s) -> dict:
+    return {k: getattr(s.train, k) for k in FINE_TUNE_KEYS}
 
 
 def _split(df: pd.DataFrame, max_train: int | None):
@@ -122,12 +148,11 @@ def airline(args) -> list[dict]:
     train, fit, dev, test = _split(df, args.max_train_samples)
     classes = ["negative", "neutral", "positive"]
     with tempfile.TemporaryDirectory() as tmp:
-        s = _settings(Path(tmp), batch_size=32, max_length=64, learning_rate=5e-5, epochs=args.epochs,
-                      early_stopping_patience=args.patience)
+        s = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience, **_overrides(args.set))
         padding_report(fit.text.tolist(), s)
         out = [baseline("airline baseline tfidf word 1-2 + LR", "word", train, test, s)]
         if not args.skip_transformer:
-            out.append(fine_tune("airline MiniLM fine-tune", fit, dev, test, classes, s, "minilm"))
+            out.append(fine_tune("airline MiniLM fine-tune", fit, dev, test, classes, s, "minilm", {"config": _config(s)}))
     return out
 
 
@@ -138,28 +163,121 @@ def shopping(args) -> list[dict]:
     df["label"] = df.label.map({1: "positive", 0: "negative"})
     train, fit, dev, test = _split(df, args.max_train_samples)
     with tempfile.TemporaryDirectory() as tmp:
-        s = _settings(Path(tmp), batch_size=32, max_length=128, learning_rate=1e-4, epochs=args.epochs,
-                      pretrain_steps=max(args.pretrain_steps, 1), pretrain_max_length=128)
+        s = _settings(Path(tmp), **{"batch_size": 32, "max_length": 128, "learning_rate": 1e-4, "epochs": args.epochs,
+                                    "early_stopping_patience": args.patience, "pretrain_steps": max(args.pretrain_steps, 1),
+                                    "pretrain_max_length": 128, **_overrides(args.set)})
         out = [baseline("shopping baseline tfidf char 1-3 + LR", "char", train, test, s)]
         if args.pretrain_steps and not args.skip_transformer:
             from fbk_tasks.train.pretrain import pretrain_mlm
 
-            stats = pretrain_mlm(fit.text.tolist(), s, Path(tmp) / "pretrained")
+            stats = pretrain_mlm(fit.text.tolist(), s, Path(tmp) / "pretrained")  # all training texts, unlabelled
             print(json.dumps({"pretrain": stats}), flush=True)
+            if args.fine_tune_rows and args.fine_tune_rows < len(fit):  # labelled subset; same dev and test
+                fit = fit.sample(n=args.fine_tune_rows, random_state=SEED)
+                out.append(baseline(f"shopping baseline tfidf char 1-3 + LR on the same {len(fit)} rows", "char", fit, test, s))
             out.append(fine_tune("shopping small BERT (domain pre-trained) fine-tune", fit, dev, test,
                                  ["negative", "positive"], s, str(Path(tmp) / "pretrained"),
-                                 {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1)}))
+                                 {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1),
+                                  "config": _config(s)}))
+    return out
+
+
+SPEED_VARIANTS = {
+    "fp32 cls (old default)": {"cpu_bf16": "off", "freeze_word_embeddings": False, "pooling": "cls"},
+    "fp32 cls frozen-emb": {"cpu_bf16": "off", "freeze_word_embeddings": True, "pooling": "cls"},
+    "bf16 cls": {"cpu_bf16": "on", "freeze_word_embeddings": False, "pooling": "cls"},
+    "bf16 cls frozen-emb": {"cpu_bf16": "on", "freeze_word_embeddings": True, "pooling": "cls"},
+    "bf16 mean frozen-emb": {"cpu_bf16": "on", "freeze_word_embeddings": True, "pooling": "mean"},
+    "bf16 mean frozen-emb fused": {"cpu_bf16": "on", "freeze_word_embeddings": True, "pooling": "mean", "fused_adamw": True},
+}
+
+
+def speed(args) -> list[dict]:
+    """Training-step throughput of each variant on the same length-grouped airline batches (the
+    optimizer, clipping and scheduler included, as in fine_tune). Variants run in turn within each
+    round, so a burst of load from other jobs lands on one round rather than one variant; the
+    figure per variant is its median round."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from fbk_tasks.train.transformer import (_autocast, add_mean_pooling_layer, length_grouped_batches, pad_batch,
+                                             resolve_base_model, set_threads, use_cpu_bf16)
+
+    df = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["airline_sentiment", "text"]).dropna()
+    _, fit, _, _ = _split(df.rename(columns={"airline_sentiment": "label"}), None)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = _settings(Path(tmp), **_overrides(args.set))
+        threads = set_threads(s)
+        base = resolve_base_model(s, "minilm")
+        tok = AutoTokenizer.from_pretrained(base)
+        enc = tok(fit.text.tolist(), truncation=True, max_length=s.train.max_length)["input_ids"]
+        y = torch.as_tensor(pd.Categorical(fit.label).codes.astype("int64"))
+        rng = np.random.default_rng(SEED)
+        batches = length_grouped_batches([len(e) for e in enc], s.train.batch_size, s.train.length_group_factor, rng)
+        batches = batches[: args.speed_steps + 2]
+        rows = [len(b) for b in batches[2:]]
+
+        def one(cfg: dict) -> float:
+            torch.manual_seed(SEED)
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)
+            if cfg["pooling"] == "mean":
+                add_mean_pooling_layer(model)
+            if cfg["freeze_word_embeddings"]:
+                model.get_input_embeddings().weight.requires_grad_(False)
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=1e-4, **({"fused": True} if cfg.get("fused_adamw") else {}))
+            bf16 = use_cpu_bf16(cfg["cpu_bf16"])
+            model.train()
+            elapsed = 0.0
+            for k, b in enumerate(batches):  # the first two steps warm up and are not timed
+                ids, mask = pad_batch([enc[i] for i in b], tok.pad_token_id or 0)
+                t0 = time.perf_counter()
+                with _autocast(torch.device("cpu"), bf16):
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), y[b])
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if k >= 2:
+                    elapsed += time.perf_counter() - t0
+            return sum(rows) / elapsed
+
+        one(SPEED_VARIANTS["fp32 cls (old default)"])  # process warm-up (allocator, oneDNN kernels), not counted
+        runs: dict[str, list[float]] = {name: [] for name in SPEED_VARIANTS}
+        loads = []
+        for _ in range(args.speed_rounds):
+            for name, cfg in SPEED_VARIANTS.items():
+                runs[name].append(one(cfg))
+                loads.append(os.getloadavg()[0])
+        ref = float(np.median(runs["fp32 cls (old default)"]))
+        out = []
+        for name, values in runs.items():
+            med = float(np.median(values))
+            row = {"speed_variant": name, "samples_per_second_median": round(med, 1),
+                   "samples_per_second_rounds": [round(v, 1) for v in values], "vs_fp32_cls": round(med / ref, 2),
+                   "epoch_minutes_at_median": round(len(enc) / med / 60, 1), "threads": threads,
+                   "timed_rows_per_round": sum(rows)}
+            print(json.dumps(row), flush=True)
+            out.append(row)
+        print(json.dumps({"speed_load_average_min_max": [round(min(loads), 2), round(max(loads), 2)]}), flush=True)
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["airline", "shopping", "all"], default="airline")
+    ap.add_argument("--part", choices=["airline", "shopping", "speed", "all"], default="airline")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--patience", type=int, default=1)
     ap.add_argument("--max-train-samples", type=int, default=None)
     ap.add_argument("--pretrain-steps", type=int, default=0, help="shopping: MLM steps before the fine-tune (0: skip)")
     ap.add_argument("--skip-transformer", action="store_true")
+    ap.add_argument("--fine-tune-rows", type=int, default=None,
+                    help="shopping: fine-tune on this many labelled rows (pre-training still sees all training texts)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.* setting override (repeatable)")
+    ap.add_argument("--speed-rounds", type=int, default=3, help="speed: rounds over the variants")
+    ap.add_argument("--speed-steps", type=int, default=12, help="speed: timed steps per variant and round")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     missing = [f for f in ("airline_tweets.csv", "online_shopping_10_cats.csv.gz") if not (DATASETS / f).exists()]
@@ -171,6 +289,8 @@ def main() -> int:
         airline(args)
     if args.part in ("shopping", "all"):
         shopping(args)
+    if args.part == "speed":
+        speed(args)
     return 0
 
 

@@ -131,6 +131,9 @@ class TrainSettings(_Section):
     pretrain_heads: int = Field(4, ge=1, description="Attention heads of the pre-trained small BERT.")
     pretrain_batch_size: int = Field(64, ge=1, description="Batch size of masked-LM pre-training.")
     pretrain_learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate of masked-LM pre-training.")
+    pretrain_max_minutes: float | None = Field(
+        None, gt=0, description="Stop masked-LM pre-training after this many minutes even if pretrain_steps are not done."
+    )
 
     _share_checks = field_validator("warmup_ratio", "golden_fraction", "dev_fraction", "slice_tolerance")(_check_share)
 

@@ -79,12 +79,15 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     import torch
     from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
 
-    from fbk_tasks.train.transformer import _autocast, length_grouped_batches, pad_batch, seed_everything, select_device, set_threads
+    from fbk_tasks.train.transformer import (_autocast, length_grouped_batches, pad_batch, seed_everything, select_device,
+                                             set_threads, use_cpu_bf16)
 
     t = settings.train
     threads = set_threads(settings)
     seed_everything(t.seed)
     device = select_device(t.device)
+    cpu_bf16 = device.type == "cpu" and use_cpu_bf16(t.cpu_bf16)
+    deadline = None if t.pretrain_max_minutes is None else time.perf_counter() + 60 * t.pretrain_max_minutes
     tokenizer = train_wordpiece(texts, t.pretrain_vocab_size, out_dir)
     config = small_bert_config(len(tokenizer), t.pretrain_hidden_size, t.pretrain_layers, t.pretrain_heads,
                                t.pretrain_max_length, tokenizer.pad_token_id)
@@ -100,16 +103,21 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     step, seen, losses = 0, 0, []
     start = time.perf_counter()
     model.train()
-    while step < t.pretrain_steps:
+    stopped_by_time = False
+    while step < t.pretrain_steps and not stopped_by_time:
         for batch in length_grouped_batches(lengths, t.pretrain_batch_size, t.length_group_factor, rng):
             if step >= t.pretrain_steps:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                stopped_by_time = True
+                log.info("pretrain: time budget of %.1f min reached after %d steps", t.pretrain_max_minutes, step)
                 break
             ids, attn = pad_batch([enc[i] for i in batch], tokenizer.pad_token_id)
             special_mask = torch.zeros_like(ids, dtype=torch.bool)
             for s in special:
                 special_mask |= ids == s
             inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), gen)
-            with _autocast(device):
+            with _autocast(device, cpu_bf16):
                 loss = model(input_ids=inputs.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -128,7 +136,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     return {"steps": step, "seconds": secs, "samples_per_second": seen / max(secs, 1e-9), "final_mlm_loss": float(np.mean(tail)),
             "first_mlm_loss": float(np.mean(losses[: max(1, min(len(losses), t.log_every_steps))])),
             "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), "threads": threads,
-            "texts": len(enc), "device": device.type}
+            "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time}
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:

@@ -88,10 +88,71 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _autocast(device: torch.device):
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (avx512_bf16 or AMX), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_cpu_bf16(setting: str) -> bool:
+    return setting == "on" or (setting == "auto" and cpu_has_bf16())
+
+
+def _autocast(device: torch.device, cpu_bf16: bool = False):
+    """bf16 autocast on CUDA always; on the CPU only when asked (training; prediction stays fp32)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def add_mean_pooling_layer(model, scale: float = 16.0) -> bool:
+    """Append one standard encoder layer that turns the [CLS] output into mean pooling.
+
+    Sentence-transformer checkpoints (all-MiniLM-L6-v2) were trained with the masked mean of the
+    last layer, not with [CLS] + pooler. The new layer (a copy of the last one, re-initialised) has
+    zero query weights, so every position attends uniformly to the non-padding tokens; identity
+    value and ``scale`` x identity output projections make the attention output ``scale`` x the
+    masked mean; after the residual and LayerNorm (scale-invariant) the [CLS] position holds
+    ~LayerNorm(mean + cls / scale); the feed-forward output starts at zero and the pooler at
+    identity. Everything stays trainable, and the result is a plain BERT with one more layer: a
+    standard ``save_pretrained`` directory that ``AutoModelForSequenceClassification`` loads
+    without custom code. Returns False (model unchanged) for models without a BERT-style encoder.
+    """
+    import copy
+
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    pooler = getattr(getattr(base, "pooler", None), "dense", None)
+    if layers is None or pooler is None or not len(layers):
+        return False
+    new = copy.deepcopy(layers[-1])
+    att, h = new.attention, model.config.hidden_size
+    eye = torch.eye(h, dtype=att.self.value.weight.dtype)
+    with torch.no_grad():
+        att.self.query.weight.zero_()
+        att.self.query.bias.zero_()
+        att.self.value.weight.copy_(eye)
+        att.self.value.bias.zero_()
+        att.output.dense.weight.copy_(eye * scale)
+        att.output.dense.bias.zero_()
+        new.output.dense.weight.zero_()
+        new.output.dense.bias.zero_()
+        for ln in (att.output.LayerNorm, new.output.LayerNorm):
+            ln.weight.fill_(1.0)
+            ln.bias.zero_()
+        pooler.weight.copy_(eye)
+        pooler.bias.zero_()
+    for mod in new.modules():
+        if hasattr(mod, "layer_idx"):
+            mod.layer_idx = len(layers)
+    layers.append(new)
+    model.config.num_hidden_layers = len(layers)
+    return True
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -167,7 +228,12 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         id2label=dict(enumerate(classes)),
         label2id={c: i for i, c in enumerate(classes)},
     )
+    if t.pooling == "mean" and not add_mean_pooling_layer(model):
+        log.warning("train.pooling=mean: %s has no BERT-style encoder and pooler; keeping its own pooling", base)
+    if t.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     model.to(device)
+    cpu_bf16 = device.type == "cpu" and use_cpu_bf16(t.cpu_bf16)
     label_idx = {c: i for i, c in enumerate(classes)}
     y = np.array([label_idx[c] for c in train_labels])
     enc = tokenize(tokenizer, train_texts, t.max_length)
@@ -184,11 +250,13 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         weights = None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in trainable]
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": t.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in trainable if not any(k in n for k in no_decay)], "weight_decay": t.weight_decay},
+        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate, **({"fused": True} if t.fused_adamw else {}))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(round(t.warmup_ratio * total_steps)), total_steps)
 
     pad_id = tokenizer.pad_token_id or 0
@@ -205,7 +273,9 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
     epoch_seconds: list[float] = []
     step, seen = 0, 0
     start = time.perf_counter()
-    log.info("fine-tuning %s on %s (%d threads): %d rows, batch %d, %d steps", base, device, threads, len(enc), batch_size, total_steps)
+    log.info("fine-tuning %s on %s (%d threads%s): %d rows, batch %d, %d steps, pooling %s, %d trainable parameters",
+             base, device, threads, ", bf16 autocast" if cpu_bf16 else "", len(enc), batch_size, total_steps, t.pooling,
+             sum(p.numel() for p in params))
     model.train()
     for epoch in range(1, n_epochs + 1):
         ep_start = time.perf_counter()
@@ -225,11 +295,11 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             if step >= total_steps:
                 break
             ids, mask, labels = (x.to(device, non_blocking=True) for x in (ids, mask, labels))
-            with _autocast(device):
+            with _autocast(device, cpu_bf16):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             loss = loss_fn(logits.float(), labels)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
