@@ -15,9 +15,12 @@ the files claimed for that date again and rewrites the same outputs (each write 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import re
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -340,11 +343,12 @@ def ingest_file(
     mark_duplicates(canon, seen_ids, seen_keys)
     lap("duplicates")
 
-    vframe = validation_frame(canon.frame, canon.masks, [c for c in CURATED_COLUMNS])
+    vframe = validation_frame(canon.frame, canon.masks)
+    _wait_for_gx()
     gate = run_gate(
         settings,
         vframe,
-        batch_name=f"{ds}-{Path(rel).name}",
+        batch_name=f"{ds}-{Path(rel).name}-{sha[:12]}",
         now=now,
         masks=canon.masks,
         max_quarantine_share=mapping.max_quarantine_share,
@@ -368,18 +372,47 @@ def ingest_file(
     part = f"part-{sha[:16]}.parquet"
     curated_path = settings.curated_dir / f"ds={ds}" / part
     quarantine_path = settings.quarantine_dir / f"ds={ds}" / part
-    atomic.write_parquet(_curated_table(canon.frame[~quarantined]), curated_path)
+    atomic.write_parquet(_curated_table(canon.frame.loc[~quarantined, CURATED_COLUMNS]), curated_path)
     if quarantined.any():
         positions = np.flatnonzero(quarantined)
         parsed = positions[positions < canon.source.num_rows]
         raw = raw_records(canon.source, parsed)
         if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
             raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
-        atomic.write_parquet(_quarantine_table(canon.frame[quarantined], reasons[quarantined], raw), quarantine_path)
+        wanted = [c for c in (*QUARANTINE_STR_COLUMNS, "raw_rating", "raw_created_at", "row_number") if c in canon.frame]
+        atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons[quarantined], raw), quarantine_path)
     else:
         quarantine_path.unlink(missing_ok=True)
     lap("write")
     return report, read.format, read.encoding
+
+
+# --- GX import ------------------------------------------------------------------------------
+# Importing great_expectations costs seconds per worker process. It is started on a thread
+# when a run begins, so it overlaps reading and cleaning (mostly Arrow and numpy work that
+# releases the GIL); the gate waits for it. A failed import here is ignored: the gate's own
+# import then raises the real error.
+_gx_thread: threading.Thread | None = None
+
+
+def _import_gx_quietly() -> None:
+    try:
+        importlib.import_module("great_expectations")
+    except Exception:  # noqa: BLE001 - re-raised by the gate's own import
+        log.debug("background import of great_expectations failed", exc_info=True)
+
+
+def _start_gx_import() -> None:
+    global _gx_thread
+    if "great_expectations" in sys.modules or _gx_thread is not None:
+        return
+    _gx_thread = threading.Thread(target=_import_gx_quietly, name="fbk-gx-import", daemon=True)
+    _gx_thread.start()
+
+
+def _wait_for_gx() -> None:
+    if _gx_thread is not None:
+        _gx_thread.join()
 
 
 # --- one logical date ------------------------------------------------------------------------
@@ -390,6 +423,8 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
     now = now or datetime.now(timezone.utc)
     run_id = run_id or f"manual__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
     files = claim_landed_files(settings, ds)
+    if files:
+        _start_gx_import()
     ledger = read_ledger(settings)
     done = ledger[ledger["status"] == "ingested"] if len(ledger) else ledger
     seen_ids, seen_keys = _history(settings, ds)

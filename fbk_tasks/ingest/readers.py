@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,9 +109,48 @@ def _sniff_delimiter(header: str, fmt: str) -> str:
 
 
 def _read_delimited(text: str, name: str, fmt: str) -> ReadResult:
-    if not text.strip():
+    return _read_delimited_bytes(text.encode("utf-8"), name, fmt)
+
+
+# ASCII characters str.isspace() counts as whitespace (what str.strip() removes)
+_ASCII_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c\x1c-\x1f]")
+
+
+def _blank(data: bytes) -> bool:
+    """``not data.decode('utf-8').strip()`` without decoding the whole file."""
+    m = _ASCII_SPACE.search(data)
+    if m is None:
+        return True
+    if data[m.start()] < 0x80:
+        return False
+    window = data[m.start() : m.start() + 4096].decode("utf-8", errors="ignore")
+    if window.strip():
+        return False
+    return not data.decode("utf-8", errors="replace").strip()
+
+
+def _utf8_fast(data: bytes, declared: str) -> bytes | None:
+    """The file's bytes when :func:`decode` would return them as clean UTF-8 (BOM removed),
+    checked with Arrow's UTF-8 validator instead of building a Python str; else None."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        if declared == "auto":
+            declared = "utf-8"
+    if declared not in ("auto", "utf-8"):
+        return None
+    arr = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int64)), pa.py_buffer(data)])
+    try:
+        arr.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return None
+    return data
+
+
+def _read_delimited_bytes(data: bytes, name: str, fmt: str) -> ReadResult:
+    """Delimited text from UTF-8 bytes (known to be valid)."""
+    if _blank(data):
         raise FileRejected(f"{name}: the file has no header row (it is empty or whitespace only)")
-    first_line = text.split("\n", 1)[0]
+    first_line = data.split(b"\n", 1)[0].decode("utf-8")
     delimiter = _sniff_delimiter(first_line, fmt)
     header = next(csv.reader([first_line], delimiter=delimiter))
     header = [h.strip() for h in header]
@@ -124,7 +164,6 @@ def _read_delimited(text: str, name: str, fmt: str) -> ReadResult:
         malformed.append((int(row.number or 0), row.text, f"malformed_row (expected {row.expected_columns} fields, got {row.actual_columns})"))
         return "skip"
 
-    data = text.encode("utf-8")
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
@@ -200,7 +239,18 @@ def read_file(path: Path, fmt: str = "auto", encoding: str = "auto") -> ReadResu
     fmt = detect_format(path if path.suffix.lower() != ".gz" else path.with_suffix(""), fmt)
     if fmt == "parquet":
         return _read_parquet(path)
-    text, used = decode(_decompress(path), path.name, encoding)
+    data = _decompress(path)
+    if fmt != "jsonl":
+        clean = _utf8_fast(data, encoding)
+        if clean is not None:  # the common case: no str round trip for a large CSV
+            del data
+            if b"\x00" in clean:  # see below
+                clean = clean.replace(b"\x00", b"")
+            result = _read_delimited_bytes(clean, path.name, fmt)
+            result.encoding = "utf-8"
+            return result
+    text, used = decode(data, path.name, encoding)
+    del data
     if "\x00" in text:
         # NUL bytes break C parsers; they are never part of a review. Counted by the caller
         # through the cleaning step (control characters are stripped there).

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from fbk_tasks.ingest.mapping import SourceMapping
 from fbk_tasks.ingest.readers import ROW_NUMBER, FileRejected, ReadResult
 from fbk_tasks.settings import IngestSettings
-from fbk_tasks.text.clean import clean_and_redact, normalize_for_dedup
+from fbk_tasks.text.clean import clean_and_redact_many, normalize_for_dedup
 from fbk_tasks.text.lang import detect_language
 from fbk_tasks.text.pii import PII_TYPES
 
@@ -73,12 +73,28 @@ def _col(table: pa.Table, name: str | None) -> pa.ChunkedArray | None:
     return None
 
 
-def _strip_or_null(arr: pa.ChunkedArray | None, n: int) -> pd.Series:
+def _strip_or_null_arrow(arr: pa.ChunkedArray | None, n: int) -> pa.Array:
+    """Trimmed strings, '' as null (an absent column: all null)."""
     if arr is None:
-        return pd.Series([None] * n, dtype=object)
+        return pa.nulls(n, pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     s = pc.utf8_trim_whitespace(arr)
-    s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
-    return pd.Series(s.to_pylist(), dtype=object)
+    return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+
+
+def _str_series(arr: pa.Array) -> pd.Series:
+    """An Arrow string array as a pandas ``str`` column (Arrow-backed, NaN for missing),
+    without building a Python object per row."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_large_string(arr.type):
+        return arr.to_pandas()
+    return arr.cast(pa.string()).to_pandas() if not pa.types.is_string(arr.type) else arr.to_pandas()
+
+
+def _strip_or_null(arr: pa.ChunkedArray | None, n: int) -> pd.Series:
+    return _str_series(_strip_or_null_arrow(arr, n))
 
 
 def content_ids(table: pa.Table, source: str) -> pd.Series:
@@ -156,24 +172,30 @@ def to_canonical(
         if missing_id.any():  # an id column with holes: fill those from content, never drop
             frame.loc[missing_id, "review_id"] = content_ids(table.filter(pa.array(missing_id.to_numpy())), mapping.name).to_numpy()
 
+    products = []
     for name in ("product_id", "product_name", "product_category"):
-        frame[name] = _strip_or_null(_col(table, cols.get(name)), n)
+        arr = _strip_or_null_arrow(_col(table, cols.get(name)), n)
         if name in mapping.constants:
-            frame[name] = frame[name].fillna(mapping.constants[name])
+            arr = pc.fill_null(arr, pa.scalar(mapping.constants[name], pa.string()))
+        products.append(arr)
+        frame[name] = _str_series(arr)
 
-    # text and title: clean, then redact personal data (counts kept per type)
+    # text and title: clean, then redact personal data (counts kept per type). Text and
+    # title are cleaned at the same time (the kernels release the GIL; see clean_and_redact).
     text_arr = _col(table, cols.get("text"))
-    cleaned = clean_and_redact(text_arr)
-    frame["text"] = cleaned.text.to_pandas().astype(object)
-    pii = dict(cleaned.counts)
     title_arr = _col(table, cols.get("title"))
+    cleaned, *rest = clean_and_redact_many([text_arr] if title_arr is None else [text_arr, title_arr])
+    text_out = cleaned.text
+    frame["text"] = _str_series(text_out)
+    pii = dict(cleaned.counts)
     if title_arr is not None:
-        title = clean_and_redact(title_arr)
-        frame["title"] = title.text.to_pandas().astype(object).replace("", None)
+        (title,) = rest
+        t = title.text
+        frame["title"] = _str_series(pc.if_else(pc.equal(t, ""), pa.scalar(None, t.type), t))
         for k, v in title.counts.items():
             pii[k] = pii.get(k, 0) + v
     else:
-        frame["title"] = pd.Series([None] * n, dtype=object)
+        frame["title"] = _str_series(pa.nulls(n, pa.string()))
 
     raw_rating = _strip_or_null(_col(table, cols.get("rating")), n)
     frame["rating"], rating_invalid, rating_oor, frame["rating_parsed"] = parse_ratings(raw_rating, mapping.rating_scale)
@@ -184,7 +206,8 @@ def to_canonical(
     horizon = pd.Timestamp(now + timedelta(minutes=cfg.future_tolerance_minutes))
     ts_future = (frame["created_at"] > horizon).fillna(False).to_numpy(dtype=bool)
 
-    frame["language"] = detect_language(cleaned.text).to_pandas().astype(object)
+    language = detect_language(text_out)
+    frame["language"] = _str_series(language)
     frame["source"] = mapping.name
     frame["source_file"] = source_file
     frame["ingested_at"] = pd.Timestamp(ingested_at).tz_convert("UTC")
@@ -201,16 +224,15 @@ def to_canonical(
     stars = frame["rating"].astype("float").to_numpy()
     by_rating = np.select([stars <= 2, stars == 3, stars >= 4], ["negative", "neutral", "positive"], default=None)
     frame.loc[from_rating, "label"] = by_rating[from_rating.to_numpy()]
-    frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+    frame["label"] = _str_series(pa.array(frame["label"].astype(object).where(frame["label"].notna(), None), pa.string(), from_pandas=True))
 
     frame["row_number"] = table[ROW_NUMBER].to_numpy()
     frame["ds"] = ds
 
-    text = frame["text"].fillna("")
-    length = text.str.len().to_numpy()
+    length = pc.fill_null(pc.utf8_length(text_out), 0).to_numpy(zero_copy_only=False)
     empty = length == 0
     masks = {
-        "invalid_encoding": text.str.contains("\ufffd", regex=False).to_numpy(dtype=bool),
+        "invalid_encoding": pc.fill_null(pc.match_substring(text_out, "\ufffd"), False).to_numpy(zero_copy_only=False),
         "text_empty": empty,
         "text_too_short": (~empty) & (length < cfg.min_text_chars),
         "text_too_long": length > cfg.max_text_chars,
@@ -218,12 +240,13 @@ def to_canonical(
         "rating_out_of_range": rating_oor,
         "timestamp_unparseable": ts_bad,
         "timestamp_in_future": ts_future,
-        "language_unknown": (~empty) & ~frame["language"].isin(cfg.allowed_languages).to_numpy(dtype=bool),
+        "language_unknown": (~empty) & ~pc.fill_null(pc.is_in(language, pa.array(list(cfg.allowed_languages), pa.string())), False).to_numpy(zero_copy_only=False),
     }
     frame["raw_rating"] = raw_rating
     frame["raw_created_at"] = raw_ts
-    product_key = frame["product_id"].fillna(frame["product_name"]).fillna(frame["product_category"]).fillna(mapping.name)
-    frame["dedup_key"] = product_key.astype(str) + "\x1f" + normalize_for_dedup(cleaned.text).to_pandas().fillna("").astype(object)
+    product_key = pc.coalesce(*products, pa.scalar(mapping.name, pa.string()))
+    norm = pc.fill_null(normalize_for_dedup(text_out), "")
+    frame["dedup_key"] = _str_series(pc.binary_join_element_wise(product_key.cast(norm.type), norm, "\x1f"))
     for k in PII_TYPES:
         pii.setdefault(k, 0)
     return Canonical(frame=frame, source=table, masks=masks, pii_counts=pii, malformed=list(read.malformed))

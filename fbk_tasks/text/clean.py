@@ -50,10 +50,11 @@ from fbk_tasks.text.pii import (
     redact_core,
     row_any,
     row_sum,
+    run_parallel,
     valid_mask,
 )
 
-__all__ = ["AD_PATTERNS", "clean_and_redact", "clean_text", "normalize_for_dedup"]
+__all__ = ["AD_PATTERNS", "clean_and_redact", "clean_and_redact_many", "clean_text", "normalize_for_dedup"]
 
 # --------------------------------------------------------------------------------------
 # Patterns
@@ -375,16 +376,25 @@ def _process(sub: pa.Array, f: dict[str, np.ndarray], redact: bool):
 
 
 def _run(texts, redact: bool) -> tuple[pa.Array, dict[str, int], np.ndarray]:
-    arr = as_string_array(texts)
-    counts = {t: 0 for t in PII_TYPES}
-    texts_out, rows_out = [], []
-    for a, b in chunk_slices(arr) or [(0, 0)]:
-        out, c, rc = _run_chunk(arr.slice(a, b - a), redact)
-        texts_out.append(out)
-        rows_out.append(rc)
-        for k, v in c.items():
-            counts[k] += v
-    return concat_strings(texts_out), counts, np.concatenate(rows_out)
+    return _run_many([texts], redact)[0]
+
+
+def _run_many(columns: list, redact: bool) -> list[tuple[pa.Array, dict[str, int], np.ndarray]]:
+    """Clean several string columns; all their slices share one thread pool. Each slice is
+    cleaned on its own (the result does not depend on the slicing, see ``_process``), so
+    the output equals the sequential one."""
+    arrays = [as_string_array(t) for t in columns]
+    jobs = [(i, a, b) for i, arr in enumerate(arrays) for a, b in (chunk_slices(arr) or [(0, 0)])]
+    done = run_parallel(lambda job: _run_chunk(arrays[job[0]].slice(job[1], job[2] - job[1]), redact), jobs)
+    out = []
+    for i in range(len(arrays)):
+        parts = [r for job, r in zip(jobs, done, strict=True) if job[0] == i]
+        counts = {t: 0 for t in PII_TYPES}
+        for _, c, _ in parts:
+            for k, v in c.items():
+                counts[k] += v
+        out.append((concat_strings([p[0] for p in parts]), counts, np.concatenate([p[2] for p in parts])))
+    return out
 
 
 def _run_chunk(arr: pa.Array, redact: bool) -> tuple[pa.Array, dict[str, int], np.ndarray]:
@@ -430,6 +440,14 @@ def clean_and_redact(texts) -> RedactionResult:
     per-row counts (``row_counts`` is 0 on null rows)."""
     out, counts, row_counts = _run(texts, redact=True)
     return RedactionResult(text=out, counts=counts, row_counts=pa.array(row_counts, type=pa.int32()))
+
+
+def clean_and_redact_many(columns: list) -> list[RedactionResult]:
+    """:func:`clean_and_redact` of several columns at once (their slices share the threads)."""
+    return [
+        RedactionResult(text=out, counts=counts, row_counts=pa.array(rc, type=pa.int32()))
+        for out, counts, rc in _run_many(columns, redact=True)
+    ]
 
 
 # --------------------------------------------------------------------------------------
