@@ -200,3 +200,23 @@ def test_normalize_for_dedup():
     assert out[6] == "abc"
     assert out[7] == "émile"
     assert normalize_for_dedup(pa.array([f"{FAMILY}!"])).to_pylist() == ["👨👩👧"]
+
+
+def test_threads_and_many_columns_give_the_sequential_result(monkeypatch):
+    import fbk_tasks.text.pii as pii
+    from fbk_tasks.text.clean import clean_and_redact_many
+    from fbk_tasks.text.lang import detect_language
+
+    rows = [f"<p>row {i}</p> mail u{i}&#64;x.com call +1 415 555 01{i % 90 + 10} 很好 {FAMILY}" for i in range(300)] + [None]
+    titles = [f"Title {i} 4111 1111 1111 1111" for i in range(301)]
+    monkeypatch.setattr(pii, "CHUNK_BYTES", 900)  # many slices
+    monkeypatch.setattr(pii, "THREADS", 1)
+    seq_text, seq_title = clean_and_redact(pa.array(rows)), clean_and_redact(pa.array(titles))
+    seq_norm, seq_lang = normalize_for_dedup(seq_text.text), detect_language(seq_text.text)
+    monkeypatch.setattr(pii, "THREADS", 3)
+    par_text, par_title = clean_and_redact_many([pa.array(rows), pa.array(titles)])
+    assert par_text.text.equals(seq_text.text) and par_title.text.equals(seq_title.text)
+    assert par_text.counts == seq_text.counts and par_title.counts == seq_title.counts
+    assert par_text.row_counts.equals(seq_text.row_counts)
+    assert normalize_for_dedup(par_text.text).equals(seq_norm) and detect_language(par_text.text).equals(seq_lang)
+    assert seq_text.counts["EMAIL"] == 300 and seq_title.counts["CARD"] == 301
