@@ -150,7 +150,8 @@ def _read_delimited_bytes(data: bytes, name: str, fmt: str) -> ReadResult:
     """Delimited text from UTF-8 bytes (known to be valid)."""
     if _blank(data):
         raise FileRejected(f"{name}: the file has no header row (it is empty or whitespace only)")
-    first_line = data.split(b"\n", 1)[0].decode("utf-8")
+    eol = data.find(b"\n")
+    first_line = (data if eol < 0 else data[:eol]).decode("utf-8")
     delimiter = _sniff_delimiter(first_line, fmt)
     header = next(csv.reader([first_line], delimiter=delimiter))
     header = [h.strip() for h in header]
