@@ -88,6 +88,8 @@ def _iter_planned_rows(settings: Settings, spec: ShardSpec, planned: "Any") -> I
         columns=["review_id", "text"],
         filter=pc.field("review_id").isin(planned),
         batch_size=settings.score.scan_batch_rows,
+        batch_readahead=2,  # the model is the bottleneck: buffering more row groups only costs memory
+        fragment_readahead=1,
     )
     for batch in scanner.to_batches():
         yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
