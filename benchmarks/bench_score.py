@@ -339,7 +339,9 @@ def main_finetuned(args) -> int:
     ref = predict_proba(model, tok, dev_texts, sub_batch, max_length)
     check = export_and_check(model, tok, work / "onnx", dev_texts, [y for _, y in dev], ref, max_length=max_length,
                              batch_size=sub_batch, quantize=True, max_f1_drop=s.onnx_max_f1_drop,
-                             min_agreement=s.onnx_min_agreement, threads=args.threads)
+                             min_agreement=s.onnx_min_agreement, threads=args.threads,
+                             torch_predict=lambda x: predict_proba(model, tok, x, sub_batch, max_length),
+                             min_speedup=s.onnx_min_speedup)
     n_truncated = sum(1 for ids in tok([t for t, _ in holdout])["input_ids"] if len(ids) > max_length)
     del model
     print(json.dumps({"registration_check_on_dev": {k: check[k] for k in ("backend", "exports")}}, default=str), flush=True)
@@ -498,7 +500,9 @@ def main_memory(args) -> int:
         dev_texts = [t for t, _ in dev]
         export_and_check(model, tok, onnx_dir, dev_texts, [y for _, y in dev], predict_proba(model, tok, dev_texts, sub_batch, max_length),
                          max_length=max_length, batch_size=sub_batch, quantize=True, max_f1_drop=s.onnx_max_f1_drop,
-                         min_agreement=s.onnx_min_agreement, threads=args.threads)
+                         min_agreement=s.onnx_min_agreement, threads=args.threads,
+                         torch_predict=lambda x: predict_proba(model, tok, x, sub_batch, max_length),
+                         min_speedup=s.onnx_min_speedup)
         del model
     rows = []
     for n in sizes:

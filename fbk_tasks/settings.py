@@ -156,6 +156,7 @@ class ScoreSettings(_Section):
     onnx_int8: bool = Field(True, description="Also export a dynamically int8-quantised ONNX model and check it the same way.")
     onnx_max_f1_drop: float = Field(0.005, ge=-1, le=1, description="Largest golden macro-F1 loss (vs PyTorch) an ONNX export may have to be served (a negative value demands a gain: no export is served).")
     onnx_min_agreement: Share = Field(0.98, description="Smallest golden label agreement with PyTorch an ONNX export needs to be served.")
+    onnx_min_speedup: float = Field(1.0, ge=0, description="An export is served only if, timed on the golden set at registration, it ran at least this many times as fast as PyTorch (0: no speed condition).")
     backend: Literal["auto", "torch"] = Field("auto", description="auto: serve the fastest export that passed its check (int8, else fp32, else PyTorch; PyTorch on a CUDA worker); torch: always PyTorch.")
     threads: int | None = Field(None, ge=1, description="Inference threads of a scoring process (PyTorch and ONNX Runtime); default: the number of cores.")
 

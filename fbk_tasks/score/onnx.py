@@ -238,13 +238,18 @@ def export_and_check(
     max_f1_drop: float,
     min_agreement: float,
     threads: int | None = None,
+    torch_predict: Callable[[list[str]], Any] | None = None,
+    min_speedup: float = 0.0,
 ) -> dict[str, Any]:
     """Export ``model`` to ``out_dir`` (fp32, and int8 with ``quantize``), predict ``texts`` (the
     golden set) with each export exactly as serving does, compare with ``reference_proba`` (the
     PyTorch model's golden probabilities) and ``y_true``, and write ``out_dir/onnx.json``:
     ``{"backend", "exports": {name: {file, passed, label_agreement, macro_f1_drop, ...}}, ...}``.
-    ``backend`` is the export to serve (int8 if it passed, else fp32 if it passed, else torch).
-    Any export failure is recorded (backend torch), never raised: PyTorch still serves."""
+    ``backend`` is the export to serve: int8 if it passed, else fp32 if it passed, else torch.
+    With ``torch_predict`` (the PyTorch serving path) and ``min_speedup`` > 0 an export also
+    needs to have predicted the golden set at least ``min_speedup`` times as fast as PyTorch,
+    timed here back to back (an ONNX fp32 graph without fused attention can be slower than
+    batched PyTorch). Any export failure is recorded (backend torch), never raised."""
     import json
 
     out = Path(out_dir)
@@ -261,16 +266,30 @@ def export_and_check(
         exp = export_onnx(model, tokenizer, out, quantize=quantize)
         meta.update(opset=exp.opset, inputs=exp.inputs, export_seconds=exp.seconds, quantization=exp.quantization)
         paths = {"onnx_fp32": exp.model_path, "onnx_int8": exp.quantized_path}
+        torch_rate = None
+        if torch_predict is not None:
+            torch_predict(list(texts[:16]))  # warm-up
+            started = time.monotonic()
+            torch_predict(list(texts))
+            torch_rate = len(texts) / max(time.monotonic() - started, 1e-9)
+            meta["torch_golden_rows_per_second"] = round(torch_rate, 1)
+        meta["min_speedup"] = min_speedup
         for name in ("onnx_fp32", "onnx_int8"):
             if not paths[name]:
                 continue
+            session = onnx_session(paths[name], threads)
+            onnx_predict_proba(session, tokenizer, texts[:16], max_length=max_length, batch_size=batch_size)  # warm-up
             started = time.monotonic()
-            proba = onnx_predict_proba(onnx_session(paths[name], threads), tokenizer, texts,
-                                       max_length=max_length, batch_size=batch_size)
-            seconds = time.monotonic() - started
+            proba = onnx_predict_proba(session, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+            rate = len(texts) / max(time.monotonic() - started, 1e-9)
             res = check_export(reference_proba, proba, y_true, max_f1_drop=max_f1_drop, min_agreement=min_agreement)
             res.update(file=Path(paths[name]).name, size_mib=round(Path(paths[name]).stat().st_size / 2**20, 2),
-                       golden_rows_per_second=round(len(texts) / max(seconds, 1e-9), 1))
+                       golden_rows_per_second=round(rate, 1))
+            if torch_rate:
+                res["speedup_vs_torch"] = round(rate / torch_rate, 2)
+                if min_speedup > 0 and rate < min_speedup * torch_rate:
+                    res["passed"] = False
+                    res["reason"] = "; ".join(x for x in (res["reason"], f"{rate / torch_rate:.2f}x PyTorch's speed < {min_speedup}") if x)
             meta["exports"][name] = res
         meta["backend"] = next((b for b in SERVING_ORDER if meta["exports"].get(b, {}).get("passed")), "torch")
     except Exception as exc:  # an export problem must not block registering the PyTorch model
@@ -295,10 +314,13 @@ def metrics_of(meta: dict[str, Any]) -> dict[str, float]:
     """Flat MLflow metrics of an export check (``onnx_int8_golden_label_agreement`` ...)."""
     out: dict[str, float] = {}
     for name, r in meta.get("exports", {}).items():
-        for key in ("label_agreement", "macro_f1_drop", "macro_f1_candidate", "max_abs_prob_diff", "golden_rows_per_second", "size_mib"):
+        for key in ("label_agreement", "macro_f1_drop", "macro_f1_candidate", "max_abs_prob_diff", "golden_rows_per_second",
+                    "speedup_vs_torch", "size_mib"):
             if key in r:
                 out[f"{name}_golden_{key}"] = float(r[key])
         out[f"{name}_passed"] = float(bool(r.get("passed")))
+    if "torch_golden_rows_per_second" in meta:
+        out["torch_golden_rows_per_second"] = float(meta["torch_golden_rows_per_second"])
     if "export_seconds" in meta:
         out["onnx_export_seconds"] = float(meta["export_seconds"])
     return out

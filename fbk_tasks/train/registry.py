@@ -106,7 +106,8 @@ def log_onnx_export(settings: Settings, model: Any, tokenizer: Any, golden: Any,
                     classes: list[str], workdir: Any) -> str:
     """Inside an active training run: export the transformer to ONNX (fp32, and int8 when
     ``score.onnx_int8``), check each export against the PyTorch golden probabilities
-    (``score.onnx_min_agreement``, ``score.onnx_max_f1_drop``), log the check as run metrics,
+    (``score.onnx_min_agreement``, ``score.onnx_max_f1_drop``) and PyTorch's speed on the same
+    rows (``score.onnx_min_speedup``), log the check as run metrics,
     ``fbk.onnx.*`` run tags and ``evaluation/onnx_check.json``; return the folder to log as the
     pyfunc's ``onnx_dir`` artifact (``onnx.json`` inside says which backend passed)."""
     from pathlib import Path
@@ -117,9 +118,16 @@ def log_onnx_export(settings: Settings, model: Any, tokenizer: Any, golden: Any,
     index = {c: i for i, c in enumerate(classes)}
     y_true = [index.get(str(label), -1) for label in golden["label"].tolist()]
     out = Path(workdir) / "onnx"
+    from fbk_tasks.train.transformer import predict_proba
+
+    def torch_predict(texts: list[str]) -> Any:  # the PyTorch serving path, timed against the exports
+        return predict_proba(model, tokenizer, texts, t.eval_batch_size, t.max_length)
+
     meta = export_and_check(model, tokenizer, out, golden["text"].tolist(), y_true, golden_proba,
                             max_length=t.max_length, batch_size=t.eval_batch_size, quantize=s.onnx_int8,
-                            max_f1_drop=s.onnx_max_f1_drop, min_agreement=s.onnx_min_agreement, threads=s.threads)
+                            max_f1_drop=s.onnx_max_f1_drop, min_agreement=s.onnx_min_agreement, threads=s.threads,
+                            torch_predict=torch_predict if s.onnx_min_speedup > 0 else None,
+                            min_speedup=s.onnx_min_speedup)
     mlflow.log_metrics(metrics_of(meta))
     mlflow.set_tags(tags_of(meta))
     mlflow.log_dict(meta, "evaluation/onnx_check.json")

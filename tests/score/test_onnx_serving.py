@@ -62,6 +62,7 @@ def tiny_env(tmp_path, monkeypatch):
     for k, v in TINY_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("FBK_SCORE__THREADS", "1")
+    monkeypatch.setenv("FBK_SCORE__ONNX_MIN_SPEEDUP", "0")  # no timing condition: deterministic choices
     s = load_settings()
     write_partition(s.curated_dir, make_reviews(240, seed=4, ds="2026-11-01"))
     return monkeypatch
@@ -144,7 +145,7 @@ def test_exported_at_registration_and_served_via_onnx_with_the_same_labels(tiny_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["impossible_tolerance", "no_export"])
+@pytest.mark.parametrize("case", ["impossible_tolerance", "impossible_speedup", "no_export"])
 def test_version_without_a_passing_export_is_served_by_pytorch(tiny_env, case):
     import mlflow
 
@@ -152,6 +153,8 @@ def test_version_without_a_passing_export_is_served_by_pytorch(tiny_env, case):
 
     if case == "impossible_tolerance":
         tiny_env.setenv("FBK_SCORE__ONNX_MAX_F1_DROP", "-1")  # demands a one-point F1 gain: nothing passes
+    elif case == "impossible_speedup":
+        tiny_env.setenv("FBK_SCORE__ONNX_MIN_SPEEDUP", "1000")  # agrees, but is not 1000x faster than PyTorch
     else:
         tiny_env.setenv("FBK_SCORE__ONNX", "false")  # like a champion registered before ONNX export existed
     s, reg, client, mv = _train_register_champion()
@@ -163,6 +166,11 @@ def test_version_without_a_passing_export_is_served_by_pytorch(tiny_env, case):
         inner = mlflow.pyfunc.load_model(reg["model_uri"]).unwrap_python_model()
         assert inner.onnx_meta["exports"]["onnx_fp32"]["passed"] is False
         assert inner.use_backend("onnx_fp32") == "torch"
+    elif case == "impossible_speedup":
+        assert mv.tags["fbk.onnx.backend"] == "torch"
+        assert "PyTorch's speed < 1000" in mv.tags["fbk.onnx.onnx_fp32"]
+        metrics = client.get_run(reg["run_id"]).data.metrics
+        assert metrics["torch_golden_rows_per_second"] > 0 and metrics["onnx_fp32_golden_speedup_vs_torch"] > 0
     else:
         assert not any(k.startswith("fbk.onnx.") for k in mv.tags)
         assert "onnx_fp32_passed" not in client.get_run(reg["run_id"]).data.metrics
