@@ -320,6 +320,7 @@ def ingest_file(
     seen_ids: set[str],
     seen_keys: set[str],
     now: datetime,
+    remember: bool = True,
 ) -> tuple[FileReport, str, str]:
     """Ingest one claimed file; return (report, format, encoding). Writes curated and quarantine."""
     rel = str(path.relative_to(settings.landing_dir))
@@ -340,7 +341,7 @@ def ingest_file(
     canon.masks.setdefault("malformed_row", np.zeros(len(canon.frame), dtype=bool))
     if canon.masks["malformed_row"].any():  # no text at all
         canon.masks["text_empty"] = canon.masks["text_empty"] | canon.masks["malformed_row"]
-    mark_duplicates(canon, seen_ids, seen_keys)
+    mark_duplicates(canon, seen_ids, seen_keys, remember=remember)
     lap("duplicates")
 
     vframe = validation_frame(canon.frame, canon.masks)
@@ -357,7 +358,7 @@ def ingest_file(
     lap("gx_validate")
 
     quarantined = canon.quarantined()
-    reasons = canon.reasons()
+    reasons = canon.reasons(quarantined)  # only quarantined rows carry reasons
     report.rows_read = read.rows_read
     report.rows_quarantined = int(quarantined.sum())
     report.rows_curated = int((~quarantined).sum())
@@ -380,7 +381,7 @@ def ingest_file(
         if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
             raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
         wanted = [c for c in (*QUARANTINE_STR_COLUMNS, "raw_rating", "raw_created_at", "row_number") if c in canon.frame]
-        atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons[quarantined], raw), quarantine_path)
+        atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons, raw), quarantine_path)
     else:
         quarantine_path.unlink(missing_ok=True)
     lap("write")
@@ -432,7 +433,7 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
     errors: list[str] = []
     live_parts: set[str] = set()
 
-    for path, mapping in files:
+    for i, (path, mapping) in enumerate(files):
         started = datetime.now(timezone.utc)
         sha = file_sha256(path)
         rel = str(path.relative_to(settings.landing_dir))
@@ -447,7 +448,7 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
             same_day = prior[prior["ds"].astype(str) == ds] if len(prior) else prior
             ingested_at = pd.Timestamp(same_day["ingested_at"].min()).to_pydatetime() if len(same_day) else now
             try:
-                fr, fmt, enc = ingest_file(settings, path, mapping, ds=ds, sha=sha, ingested_at=ingested_at, seen_ids=seen_ids, seen_keys=seen_keys, now=now)
+                fr, fmt, enc = ingest_file(settings, path, mapping, ds=ds, sha=sha, ingested_at=ingested_at, seen_ids=seen_ids, seen_keys=seen_keys, now=now, remember=i < len(files) - 1)
                 live_parts.add(f"part-{sha[:16]}.parquet")
             except FileRejected as exc:
                 fr = FileReport(rel, mapping.name, sha, "rejected", error=str(exc))

@@ -49,16 +49,18 @@ class Canonical:
     pii_counts: dict[str, int] = field(default_factory=dict)
     malformed: list[tuple[int, str, str]] = field(default_factory=list)
 
-    def reasons(self) -> pd.Series:
-        """Semicolon-joined reasons per row ('' when the row is clean)."""
-        out = pd.Series([""] * len(self.frame), index=self.frame.index, dtype=object)
+    def reasons(self, rows: np.ndarray | None = None) -> pd.Series:
+        """Semicolon-joined reasons per row ('' when the row is clean); only for the rows
+        selected by the boolean mask ``rows`` when given (indexed like the frame)."""
+        index = self.frame.index if rows is None else self.frame.index[rows]
+        out = np.full(len(index), "", dtype=object)
         for name in REASONS:
             mask = self.masks.get(name)
             if mask is None or not mask.any():
                 continue
-            sel = pd.Series(mask, index=self.frame.index)
+            sel = mask if rows is None else mask[rows]
             out[sel] = np.where(out[sel] == "", name, out[sel] + ";" + name)
-        return out
+        return pd.Series(out, index=index, dtype=object)
 
     def quarantined(self) -> np.ndarray:
         mask = np.zeros(len(self.frame), dtype=bool)
@@ -261,14 +263,16 @@ def raw_records(table: pa.Table, rows: np.ndarray) -> list[str]:
     return [json.dumps(dict(zip(cols, row)), ensure_ascii=False) for row in zip(*values)] if cols else ["{}"] * len(rows)
 
 
-def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str]) -> None:
+def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str], remember: bool = True) -> None:
     """Flag rows whose review_id, or (product, normalised text), was seen before, in this
-    file or earlier (``seen_*`` hold earlier partitions and files; they are updated)."""
+    file or earlier (``seen_*`` hold earlier partitions and files; they are updated unless
+    ``remember`` is false, e.g. for the last file of a run, where nobody reads them again)."""
     f = canon.frame
     dup_id = f["review_id"].duplicated(keep="first").to_numpy() | f["review_id"].isin(seen_ids).to_numpy()
     nonempty = f["text"].fillna("").str.len().to_numpy() > 0
     keys = f["dedup_key"]
     dup_text = nonempty & (keys.duplicated(keep="first").to_numpy() | keys.isin(seen_keys).to_numpy())
     canon.masks["duplicate"] = dup_id | dup_text
-    seen_ids.update(f["review_id"].tolist())
-    seen_keys.update(keys[nonempty].tolist())
+    if remember:
+        seen_ids.update(f["review_id"].tolist())
+        seen_keys.update(keys[nonempty].tolist())
