@@ -80,7 +80,7 @@ class TrainSettings(_Section):
     base_model: str = Field("minilm", description="'minilm' (packaged all-MiniLM-L6-v2), a local directory, or a hub id.")
     max_length: int = Field(64, ge=8, le=4096, description="Token length cap for fine-tuning and prediction.")
     batch_size: int = Field(32, ge=1, description="Training batch size on CPU.")
-    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate of the fine-tune.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate of the fine-tune.")
     epochs: float = Field(2.0, gt=0, description="Fine-tuning epochs (fractions allowed: stops after that share of steps).")
     warmup_ratio: Share = Field(0.06, description="Share of steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
@@ -109,13 +109,13 @@ class TrainSettings(_Section):
     )
     log_every_steps: int = Field(50, ge=1, description="Plain progress log line every N steps when not on a TTY.")
     pooling: Literal["cls", "mean"] = Field(
-        "cls",
+        "mean",
         description="Fine-tune head input: 'cls' ([CLS] + pooler, as loaded) or 'mean' (one appended standard encoder layer "
         "that makes [CLS] the masked mean, as sentence-transformers were trained; still a plain BERT checkpoint).",
     )
-    freeze_word_embeddings: bool = Field(False, description="Keep the word-embedding matrix fixed while fine-tuning.")
+    freeze_word_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed while fine-tuning.")
     cpu_bf16: Literal["auto", "on", "off"] = Field(
-        "off", description="bf16 autocast for CPU training (auto: when the CPU has avx512_bf16/AMX); prediction stays fp32."
+        "auto", description="bf16 autocast for CPU training (auto: when the CPU has avx512_bf16/AMX); prediction stays fp32."
     )
     fused_adamw: bool = Field(False, description="Fused AdamW kernel (torch >= 2.4 on CPU).")
     gpu_queue: str | None = Field(

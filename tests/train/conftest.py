@@ -90,6 +90,8 @@ TINY_ENV = {
     "FBK_TRAIN__DEV_FRACTION": "0.15",
     "FBK_TRAIN__EARLY_STOPPING_PATIENCE": "1",
     "FBK_TRAIN__DEVICE": "cpu",
+    # the tiny BERT is random-init: its word embeddings must train (frozen, [CLS] stays at chance)
+    "FBK_TRAIN__FREEZE_WORD_EMBEDDINGS": "false",
 }
 
 
