@@ -74,6 +74,18 @@ def mask_tokens(ids, special_mask, mask_id: int, vocab_size: int, gen, probabili
     return ids, labels
 
 
+def masked_lm_loss(model, input_ids, attention_mask, labels):
+    """``BertForMaskedLM``'s loss, with the vocabulary projection computed only at the ~15% masked
+    positions instead of at every position (the same value; the projection to the vocabulary is
+    the largest single matmul of a small BERT)."""
+    import torch
+
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    chosen = labels != -100
+    logits = model.cls(hidden[chosen])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
+
+
 def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dict:
     """Tokenizer + small BERT masked-LM trained from scratch on ``texts``; saved to ``out_dir``."""
     import torch
@@ -117,8 +129,10 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
             for s in special:
                 special_mask |= ids == s
             inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), gen)
+            if not (labels != -100).any():
+                continue  # nothing masked in this (tiny) batch
             with _autocast(device, cpu_bf16):
-                loss = model(input_ids=inputs.to(device), attention_mask=attn.to(device), labels=labels.to(device)).loss
+                loss = masked_lm_loss(model, inputs.to(device), attn.to(device), labels.to(device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

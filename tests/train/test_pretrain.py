@@ -55,3 +55,22 @@ def test_pretrain_then_fine_tune_from_pretrained_latest(train_env, monkeypatch):
     params = MlflowClient(s2.mlflow_tracking_uri).get_run(trained["run_id"]).data.params
     assert params["transformer.base_model_path"] == str(path)
     assert 0.0 <= trained["golden_macro_f1"] <= 1.0
+
+
+def test_masked_lm_loss_equals_the_full_head_loss():
+    import torch
+    from transformers import BertForMaskedLM
+
+    from fbk_tasks.train.pretrain import mask_tokens, masked_lm_loss, small_bert_config
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(small_bert_config(200, hidden=32, layers=1, heads=2, max_length=32)).eval()
+    ids = torch.randint(5, 200, (4, 20))
+    attn = torch.ones_like(ids)
+    attn[2:, 15:] = 0
+    ids[2:, 15:] = 0
+    inputs, labels = mask_tokens(ids, attn == 0, 4, 200, torch.Generator().manual_seed(1))
+    assert (labels != -100).any()
+    with torch.no_grad():
+        full = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
+        assert torch.allclose(masked_lm_loss(model, inputs, attn, labels), full, atol=1e-6)
