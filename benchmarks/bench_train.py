@@ -178,7 +178,7 @@ def shopping(args) -> list[dict]:
             out.append(fine_tune("shopping small BERT (domain pre-trained) fine-tune", fit, dev, test,
                                  ["negative", "positive"], s, str(Path(tmp) / "pretrained"),
                                  {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1),
-                                  "config": _config(s)}))
+                                  "config": {**_config(s), "base_model": "pre-trained above"}}))
     return out
 
 
