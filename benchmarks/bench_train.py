@@ -193,8 +193,8 @@ SPEED_VARIANTS = {
 
 
 def speed(args) -> list[dict]:
-    """Training-step throughput of each variant on the same length-grouped airline batches (the
-    optimizer, clipping and scheduler included, as in fine_tune). Variants run in turn within each
+    """Training-step throughput of each variant on the same length-grouped airline batches
+    (forward, backward, clipping and the AdamW step, as in fine_tune; no scheduler). Variants run in turn within each
     round, so a burst of load from other jobs lands on one round rather than one variant; the
     figure per variant is its median round."""
     import numpy as np
