@@ -81,7 +81,7 @@ class TrainSettings(_Section):
     max_length: int = Field(64, ge=8, le=4096, description="Token length cap for fine-tuning and prediction.")
     batch_size: int = Field(32, ge=1, description="Training batch size on CPU.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate of the fine-tune.")
-    epochs: float = Field(2.0, gt=0, description="Fine-tuning epochs (fractions allowed: stops after that share of steps).")
+    epochs: float = Field(3.0, gt=0, description="Fine-tuning epochs (fractions allowed: stops after that share of steps).")
     warmup_ratio: Share = Field(0.06, description="Share of steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
     seed: int = Field(13, description="Seed of splits, golden sample, batching and model init.")
