@@ -154,6 +154,7 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
             overlap = _overlap(by_task["train_transformer"], next(
                 ti for ti in runs["feedback_train"]["task_instances"] if ti["task_id"] == "train_candidate"))
             print(f"training runs on the gpu and default workers overlapped: {overlap:.1f}s")
+            assert overlap > 0, "the two training runs did not write to the MLflow server at the same time"
             # the registry lives in the MLflow server (PostgreSQL), artifacts went through it
             assert dist["champion"] and dist["champion"]["version"] >= 1, dist
             assert any(cluster.artifacts.rglob("MLmodel")), "no model artifacts under the server's --artifacts-destination"
