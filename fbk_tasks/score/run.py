@@ -75,8 +75,9 @@ def _clean_text(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _iter_planned_rows(settings: Settings, spec: ShardSpec, planned: "Any") -> Iterator[tuple[str, Any]]:
-    """Stream (review_id, text) of the planned ids from the shard's curated files, in batches."""
+def _iter_planned_batches(settings: Settings, spec: ShardSpec, planned: "Any") -> Iterator[tuple[list[str], list[Any], Any]]:
+    """Stream (review_ids, texts, positions in ``planned``) of the planned ids from the shard's
+    curated files, batch by batch, in file order (deterministic)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -92,7 +93,59 @@ def _iter_planned_rows(settings: Settings, spec: ShardSpec, planned: "Any") -> I
         fragment_readahead=1,
     )
     for batch in scanner.to_batches():
-        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+        if batch.num_rows:
+            pos = pc.index_in(batch.column(0), value_set=planned).to_numpy(zero_copy_only=False)
+            yield batch.column(0).to_pylist(), batch.column(1).to_pylist(), pos
+
+
+class _StreamingScores:
+    """The shard's scores file, written batch by batch into a hidden temporary file beside the
+    destination and renamed over it at the end (atomic, write-once): memory stays one batch,
+    whatever the shard's size. Rows are in scan order, which is deterministic for a plan. A
+    retry that finds the file already there with the same rows leaves it alone."""
+
+    def __init__(self, path: Path, schema: Any, metadata: dict[str, str]) -> None:
+        import uuid
+
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self.schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+        self.writer = pq.ParquetWriter(str(self.tmp), self.schema, compression="zstd")
+        self.rows = 0
+
+    def write(self, batch: Any) -> None:
+        self.writer.write_batch(batch.replace_schema_metadata(self.schema.metadata))
+        self.rows += batch.num_rows
+
+    def commit(self) -> str | None:
+        import pyarrow.parquet as pq
+
+        self.writer.close()
+        try:
+            if self.rows == 0:
+                return None
+            if self.path.exists():
+                try:
+                    if pq.read_table(self.path).equals(pq.read_table(self.tmp)):
+                        return str(self.path)
+                except Exception:  # unreadable leftover: replace it
+                    pass
+                log.warning("%s exists with different rows (non-deterministic model?); replacing it", self.path)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.tmp, self.path)
+            return str(self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _valid_prediction(row: Any) -> str | None:
@@ -207,10 +260,12 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     ``model`` (anything with ``predict(DataFrame) -> DataFrame``) is loaded from
     ``shard.model.uri`` when not given, and its serving backend chosen (:func:`prepare_model`;
     pass ``backend`` with a model already prepared). Rows stream from Parquet in batches of
-    ``score.batch_size``; predictions are kept as Arrow record batches (columnar, about 100
-    bytes a row), not Python objects. Every planned review ends up in exactly one of the two
-    output files; the result's counts satisfy ``planned == scored + rejected``.
+    ``score.batch_size``, and predictions stream into the scores file (:class:`_StreamingScores`),
+    so memory does not grow with the shard beyond one byte per planned id. Every planned review
+    ends up in exactly one of the two output files; the result's counts satisfy
+    ``planned == scored + rejected``.
     """
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -235,10 +290,12 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     scored_at = _dt.datetime.fromisoformat(spec.scored_at)
     common = {"model_name": ref.name, "model_version": ref.version, "scored_at": scored_at, "run_id": spec.run_id, "ds": spec.ds}
     max_detail = settings.score.max_error_detail_chars
-    scored_batches: list[Any] = []
+    scores_path, rejected_path = shard_paths(settings, spec.ds, ref.version, spec.shard, spec.plan_tag)
+    file_meta = {"fbk.backend": backend}
+    out = _StreamingScores(scores_path, SCORES_SCHEMA, file_meta)
     n_scored = 0
     rejected_rows: list[dict] = []
-    seen: set[str] = set()
+    seen = np.zeros(len(planned_arr), dtype=bool)  # one byte per planned id, not a set of strings
     buf_ids: list[str] = []
     buf_texts: list[str] = []
 
@@ -248,34 +305,36 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
         nonlocal n_scored
         ok, bad = _predict(model, buf_ids, buf_texts, max_detail)
         if ok:
-            scored_batches.append(pa.RecordBatch.from_pylist([{**r, **common} for r in ok], schema=SCORES_SCHEMA))
+            out.write(pa.RecordBatch.from_pylist([{**r, **common} for r in ok], schema=SCORES_SCHEMA))
             n_scored += len(ok)
         rejected_rows.extend({"review_id": rid, "reason": reason, "detail": detail, **common} for rid, reason, detail in bad)
         buf_ids.clear()
         buf_texts.clear()
 
-    for rid, text in _iter_planned_rows(settings, spec, planned_arr):
-        if rid in seen:
-            continue
-        seen.add(rid)
-        clean = _clean_text(text)
-        if not clean:
-            rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
-            continue
-        buf_ids.append(rid)
-        buf_texts.append(clean)
-        if len(buf_ids) >= settings.score.batch_size:
-            flush()
-    flush()
-    missing = pc.filter(planned_arr, pc.invert(pc.is_in(planned_arr, pa.array(list(seen), type=planned_arr.type)))).to_pylist()
+    try:
+        for ids, texts, positions in _iter_planned_batches(settings, spec, planned_arr):
+            for rid, text, pos in zip(ids, texts, positions):
+                if seen[pos]:
+                    continue
+                seen[pos] = True
+                clean = _clean_text(text)
+                if not clean:
+                    rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
+                    continue
+                buf_ids.append(rid)
+                buf_texts.append(clean)
+                if len(buf_ids) >= settings.score.batch_size:
+                    flush()
+        flush()
+    except BaseException:
+        out.abort()
+        raise
+    missing = pc.filter(planned_arr, pa.array(~seen)).to_pylist()
     del seen
     for rid in sorted(missing):
         rejected_rows.append({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files", **common})
 
-    scores_path, rejected_path = shard_paths(settings, spec.ds, ref.version, spec.shard, spec.plan_tag)
-    file_meta = {"fbk.backend": backend}
-    scores_file = _write_once(scores_path, pa.Table.from_batches(scored_batches, schema=SCORES_SCHEMA), SCORES_SCHEMA, file_meta)
-    del scored_batches
+    scores_file = out.commit()
     rejected_file = _write_once(rejected_path, rejected_rows, REJECTED_SCHEMA, file_meta)
     result = ShardResult(
         ds=spec.ds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datetime as dt
 
 import pyarrow.dataset as pads
@@ -199,6 +201,49 @@ def test_shard_streams_in_batches_and_rejects_invalid_predictions(settings, monk
     assert (result.planned, result.scored, result.rejected) == (12, 10, 2)
     assert result.rejected_by_reason == {"empty_text": 1, "invalid_prediction": 1}
     assert result.scores_file.endswith(f"ds=2026-07-01/part-7-0-{spec.plan_tag}.parquet")
+    # written batch by batch, yet one complete file: every scored id once, nothing left behind
+    import pyarrow.parquet as pq
+
+    written = pq.read_table(result.scores_file)
+    assert written.num_rows == 10 and len(set(written.column("review_id").to_pylist())) == 10
+    assert written.schema.metadata[b"fbk.backend"]
+    assert not [f for f in Path(result.scores_file).parent.iterdir() if f.name.startswith(".")]
+    # a retry of the same plan finds the same rows and leaves the file alone
+    before = Path(result.scores_file).stat().st_mtime_ns
+    assert score_shard(s, spec, model=_RecordingModel()).scores_file == result.scores_file
+    assert Path(result.scores_file).stat().st_mtime_ns == before
+
+
+def test_shard_that_dies_mid_way_leaves_no_visible_file(settings, monkeypatch):
+    """The scores file streams into a hidden temporary file: a crash after some batches leaves
+    neither a partial ``*.parquet`` nor the temporary file."""
+    from fbk_tasks.score import run as run_mod
+    from fbk_tasks.score.registry import ModelRef
+    from fbk_tasks.score.testing import write_curated
+    from fbk_tasks.settings import load_settings
+
+    monkeypatch.setenv("FBK_SCORE__BATCH_SIZE", "2")
+    monkeypatch.setenv("FBK_SCORE__SHARDS", "1")
+    monkeypatch.setenv("FBK_SCORE__SCAN_BATCH_ROWS", "2")
+    s = load_settings()
+    write_curated(s, "2026-07-02", [f"text {i}" for i in range(8)])
+    ref = ModelRef(name="m", version=7, run_id=None, uri="models:/m/7")
+    (spec,) = plan_shards(s, "2026-07-02", ref, run_id="r", scored_at=AT)
+    real = run_mod._iter_planned_batches
+
+    def dies(*args):
+        for i, batch in enumerate(real(*args)):
+            if i == 2:
+                raise OSError("disk went away")
+            yield batch
+
+    monkeypatch.setattr(run_mod, "_iter_planned_batches", dies)
+    model = _RecordingModel()
+    with pytest.raises(OSError, match="disk went away"):
+        score_shard(s, spec, model=model)
+    assert sum(model.batches) == 4  # two batches were scored and streamed out before the crash
+    folder = s.scores_dir / "ds=2026-07-02"
+    assert not folder.exists() or list(folder.iterdir()) == []
 
 
 def test_registry_snapshot_is_write_once_and_tracks_alias_moves(lake):
