@@ -151,7 +151,7 @@ def plan_shards(
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from fbk_tasks.score.io import write_parquet_atomic
+    from fbk_tasks.io.atomic import write_parquet
 
     scored_at = scored_at or default_scored_at(ds)
     if scored_at.tzinfo is None:
@@ -179,7 +179,7 @@ def plan_shards(
             tag = plan_tag(model_ref, run_id, (rid for chunk in _py_chunks(ids) for rid in chunk))
             plan_file = plan_dir / f"ds={part_ds}" / f"shard-{k}-of-{n}-{tag}.parquet"
             if not plan_file.exists():
-                write_parquet_atomic(pa.table({"review_id": ids}), plan_file)
+                write_parquet(pa.table({"review_id": ids}), plan_file)
             specs.append(
                 ShardSpec(
                     ds=part_ds,

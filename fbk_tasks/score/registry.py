@@ -76,7 +76,7 @@ def snapshot_registry(settings: Settings, now: _dt.datetime | None = None) -> Pa
 
     import pyarrow as pa
 
-    from fbk_tasks.score.io import write_parquet_atomic
+    from fbk_tasks.io.atomic import write_parquet
     from fbk_tasks.score.schema import MODEL_VERSIONS_SCHEMA
     from fbk_tasks.warehouse.sources import registry_snapshot_dir
 
@@ -114,4 +114,4 @@ def snapshot_registry(settings: Settings, now: _dt.datetime | None = None) -> Pa
         return existing[-1]  # the newest snapshot already says this
     path = folder / f"model_versions-{snapshot_at:%Y%m%dT%H%M%S%f}-{digest}.parquet"
     table = pa.Table.from_pylist(rows, schema=MODEL_VERSIONS_SCHEMA)
-    return write_parquet_atomic(table, path)
+    return write_parquet(table, path)

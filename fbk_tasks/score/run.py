@@ -127,13 +127,8 @@ class _StreamingScores:
         try:
             if self.rows == 0:
                 return None
-            if self.path.exists():
-                try:
-                    if pq.read_table(self.path).equals(pq.read_table(self.tmp)):
-                        return str(self.path)
-                except Exception:  # unreadable leftover: replace it
-                    pass
-                log.warning("%s exists with different rows (non-deterministic model?); replacing it", self.path)
+            if _already_written(self.path, pq.read_table(self.tmp)):
+                return str(self.path)
             with open(self.tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(self.tmp, self.path)
@@ -232,9 +227,8 @@ def _write_once(path: Path, rows: "list[dict] | Any", schema: Any, metadata: dic
     same rows, so an existing file with equal content is left alone.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from fbk_tasks.score.io import write_parquet_atomic
+    from fbk_tasks.io.atomic import write_parquet
 
     if isinstance(rows, list):
         rows = pa.Table.from_pylist(rows, schema=schema)
@@ -243,15 +237,25 @@ def _write_once(path: Path, rows: "list[dict] | Any", schema: Any, metadata: dic
     table = rows.sort_by("review_id")
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
-    if path.exists():
-        try:
-            if pq.read_table(path, schema=schema).equals(table):
-                return str(path)
-        except Exception:  # unreadable leftover: replace it
-            pass
-        log.warning("%s exists with different rows (non-deterministic model?); replacing it", path)
-    write_parquet_atomic(table, path)
+    if not _already_written(path, table, schema):
+        write_parquet(table, path)
     return str(path)
+
+
+def _already_written(path: Path, table: Any, schema: Any = None) -> bool:
+    """True when ``path`` already holds exactly ``table`` (a retry of the same plan): leave it
+    alone. A file with other rows (or unreadable) is reported and will be replaced."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        return False
+    try:
+        if pq.read_table(path, schema=schema).equals(table):
+            return True
+    except Exception:  # unreadable leftover: replace it
+        pass
+    log.warning("%s exists with different rows (non-deterministic model?); replacing it", path)
+    return False
 
 
 def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, backend: str | None = None) -> ShardResult:

@@ -89,7 +89,7 @@ def write_curated(settings: Settings, ds: str, texts: Sequence[str], *, source: 
     import pyarrow as pa
 
     from fbk_tasks.schema import CURATED_SCHEMA, rating_to_label
-    from fbk_tasks.score.io import write_parquet_atomic
+    from fbk_tasks.io.atomic import write_parquet
 
     source_file = f"{source}-{ds}-{start_row}.csv"
     created = _dt.datetime.fromisoformat(ds).replace(tzinfo=_dt.timezone.utc)
@@ -119,13 +119,13 @@ def write_curated(settings: Settings, ds: str, texts: Sequence[str], *, source: 
         )
     table = pa.Table.from_pylist(rows, schema=CURATED_SCHEMA)
     h = hashlib.sha256(json.dumps([r["review_id"] for r in rows]).encode()).hexdigest()[:16]
-    return write_parquet_atomic(table, settings.curated_dir / f"ds={ds}" / f"part-{h}.parquet")
+    return write_parquet(table, settings.curated_dir / f"ds={ds}" / f"part-{h}.parquet")
 
 
 def write_quarantine(settings: Settings, ds: str, reasons: Sequence[str]) -> Path:
     import pyarrow as pa
 
-    from fbk_tasks.score.io import write_parquet_atomic
+    from fbk_tasks.io.atomic import write_parquet
     from fbk_tasks.warehouse.sources import QUARANTINE_SCHEMA
 
     rows = []
@@ -134,17 +134,17 @@ def write_quarantine(settings: Settings, ds: str, reasons: Sequence[str]) -> Pat
         row.update(review_id=f"q{i}", text="x", source="test", rating="9", reason=reason,
                    raw_record=json.dumps({"rating": "9"}), source_file=f"test-{ds}.csv", row_number=i, ds=ds)
         rows.append(row)
-    return write_parquet_atomic(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA), settings.quarantine_dir / f"ds={ds}" / "part-0000000000000000.parquet")
+    return write_parquet(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA), settings.quarantine_dir / f"ds={ds}" / "part-0000000000000000.parquet")
 
 
 def write_ledger(settings: Settings, ds: str, run_id: str = "ingest-1") -> Path:
     import pyarrow as pa
 
-    from fbk_tasks.score.io import write_parquet_atomic
+    from fbk_tasks.io.atomic import write_parquet
     from fbk_tasks.warehouse.sources import LEDGER_SCHEMA
 
     t0 = _dt.datetime.fromisoformat(ds).replace(tzinfo=_dt.timezone.utc)
     row = {f.name: 0 for f in LEDGER_SCHEMA if pa.types.is_integer(f.type)}
     row.update(run_id=run_id, ds=ds, source="test", source_file=f"test-{ds}.csv", file_sha256="0" * 64, status="ingested",
                rows_read=10, rows_curated=8, rows_quarantined=2, pii_email=1, error=None, started_at=t0, finished_at=t0 + _dt.timedelta(seconds=3))
-    return write_parquet_atomic(pa.Table.from_pylist([row], schema=LEDGER_SCHEMA), settings.ledger_dir / f"ds={ds}" / f"{run_id}-0000000000000000.parquet")
+    return write_parquet(pa.Table.from_pylist([row], schema=LEDGER_SCHEMA), settings.ledger_dir / f"ds={ds}" / f"{run_id}-0000000000000000.parquet")
