@@ -123,6 +123,20 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+
+def _timed_run(variant: str, run, texts: list[str], load_s: float, out_npy: str) -> dict:
+    """Warm up, time ``run(texts)``, save its predicted class ids to ``out_npy``; the child's result."""
+    import numpy as np
+
+    run(texts[:32])  # warm-up
+    t1 = time.perf_counter()
+    pred = run(texts)
+    elapsed = time.perf_counter() - t1
+    np.save(out_npy, np.asarray(pred, dtype=np.int64))
+    return {"variant": variant, "n": len(texts), "load_s": round(load_s, 2), "seconds": round(elapsed, 2),
+            "reviews_per_s": round(len(texts) / elapsed, 1), "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
 def child_random(variant: str, n: int, threads: int, batch_size: int, max_length: int, onnx_dir: str, out_npy: str) -> dict:
     import numpy as np
 
@@ -158,20 +172,7 @@ def child_random(variant: str, n: int, threads: int, batch_size: int, max_length
 
         def run(batch):
             return onnx_predict_proba(sess, tok, batch, max_length=max_length, batch_size=batch_size).argmax(1)
-    load_s = time.perf_counter() - t0
-    run(texts[:32])  # warm-up
-    t1 = time.perf_counter()
-    pred = run(texts)
-    elapsed = time.perf_counter() - t1
-    np.save(out_npy, np.asarray(pred, dtype=np.int64))
-    return {
-        "variant": variant,
-        "n": len(texts),
-        "load_s": round(load_s, 2),
-        "seconds": round(elapsed, 2),
-        "reviews_per_s": round(len(texts) / elapsed, 1),
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
-    }
+    return _timed_run(variant, run, texts, time.perf_counter() - t0, out_npy)
 
 
 def main_random(args) -> int:
@@ -304,14 +305,7 @@ def child_finetuned(variant: str, n: int, threads: int, model_dir: str, onnx_dir
                 frame = model.predict(None, pd.DataFrame({"text": batch[i:i + chunk]}))
                 out.extend(CLASSES.index(lab) for lab in frame["label"])
             return np.array(out)
-    load_s = time.perf_counter() - t0
-    run(texts[:32])  # warm-up
-    t1 = time.perf_counter()
-    pred = run(texts)
-    elapsed = time.perf_counter() - t1
-    np.save(out_npy, np.asarray(pred, dtype=np.int64))
-    return {"variant": variant, "n": len(texts), "load_s": round(load_s, 2), "seconds": round(elapsed, 2),
-            "reviews_per_s": round(len(texts) / elapsed, 1), "peak_rss_mib": round(_peak_rss_mib(), 1)}
+    return _timed_run(variant, run, texts, time.perf_counter() - t0, out_npy)
 
 
 def main_finetuned(args) -> int:
