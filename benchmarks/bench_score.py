@@ -23,13 +23,20 @@ score every shard, write Parquet, reconcile) in a fresh process per N, on N gene
 (``fbk_tasks.demo.generator``) written as curated Parquet, with the model registered as
 champion in a throw-away MLflow store. ``--memory-model finetuned`` serves the fine-tuned
 MiniLM pyfunc (whatever backend its check chose); ``keyword`` serves the tiny keyword test model
-(``fbk_tasks.score.testing.KeywordModel``), to show the I/O path alone at large N.
+(``fbk_tasks.score.testing.KeywordModel``), to show the I/O path alone at large N. Per phase
+as well: the same run reports the peak of ``plan``, each ``score_shard`` and ``finalize``
+(VmHWM reset through ``/proc/self/clear_refs`` at the start of each phase, so each figure is
+that phase's own peak), and, unless ``--no-separate``, the phases run again, each in a fresh
+process as Airflow runs them (``plan``, one process per shard, ``finalize``), each with its
+peak. ``--history-nights K`` first scores K earlier nights of N reviews each (not measured),
+so the measured night runs against a history K times its size.
 
 Usage:
   python benchmarks/bench_score.py [--n 5000] [--threads 2] [--out bench_score.json]
   python benchmarks/bench_score.py --model random --n 2000 --pipeline-n 500
   python benchmarks/bench_score.py --mode memory --memory-model finetuned --sizes 10000,50000
   python benchmarks/bench_score.py --mode memory --memory-model keyword --sizes 10000,100000,1000000
+  python benchmarks/bench_score.py --mode memory --memory-model keyword --sizes 1000000 --history-nights 2
 """
 
 from __future__ import annotations
@@ -121,6 +128,24 @@ def _peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rss_mib() -> float:
+    """Current resident memory of this process (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``), so the
+    next :func:`_peak_rss_mib` is the peak since now. False when the kernel refuses."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 
@@ -391,7 +416,7 @@ def main_finetuned(args) -> int:
 # -- memory: the streaming scorer at growing N ----------------------------------------------------
 
 
-def write_generated_curated(data_dir: Path, n: int, rows_per_file: int = 100_000, ds: str = "2026-11-01") -> None:
+def write_generated_curated(data_dir: Path, n: int, rows_per_file: int = 100_000, ds: str = "2026-11-01", id_prefix: str = "mem") -> None:
     """N generated reviews as curated Parquet (CURATED_SCHEMA) in one partition, in parts."""
     import datetime as _dt
 
@@ -408,7 +433,7 @@ def write_generated_curated(data_dir: Path, n: int, rows_per_file: int = 100_000
     at = _dt.datetime.fromisoformat(ds).replace(tzinfo=_dt.timezone.utc)
     for part, start in enumerate(range(0, n, rows_per_file)):
         m = min(rows_per_file, n - start)
-        df = generate_reviews(m, seed=part, ds=ds, bad_share=0.0, duplicate_share=0.0, id_prefix=f"mem{part}")
+        df = generate_reviews(m, seed=part, ds=ds, bad_share=0.0, duplicate_share=0.0, id_prefix=f"{id_prefix}{part}")
         ratings = [None if pd.isna(r) else int(r) for r in df["rating"].astype("Int64")]
         label = [rating_to_label(r) for r in ratings]
         table = pa.table({
@@ -458,21 +483,114 @@ def register_champion(settings, kind: str, model_dir: Path | None, onnx_dir: Pat
     return f"fine-tuned MiniLM pyfunc ({model_dir})"
 
 
+MEASURED_DS = "2026-11-01"
+
+
+def _history_ds(k: int) -> str:
+    import datetime as _dt
+
+    return (_dt.date.fromisoformat(MEASURED_DS) - _dt.timedelta(days=k)).isoformat()
+
+
 def child_memory(data_dir: str, threads: int) -> dict:
-    """One scoring run in this fresh process; its peak RSS."""
+    """One scoring run (``run_scoring``) in this fresh process: its peak RSS, and the peak of
+    each phase (plan, each shard, finalize), the VmHWM being reset as each phase starts."""
     os.environ["FBK_DATA_DIR"] = data_dir
     os.environ["FBK_SCORE__THREADS"] = str(threads)
-    from fbk_tasks.score.run import run_scoring
+    from fbk_tasks.score import run as run_mod
     from fbk_tasks.settings import load_settings
 
     rss0 = _peak_rss_mib()
+    phases: list[dict] = []
+    whole_peak = [rss0]  # VmHWM is reset per phase: keep the run's own maximum here
+
+    def measured(name_of, fn):
+        def wrapper(*args, **kwargs):
+            whole_peak[0] = max(whole_peak[0], _peak_rss_mib())
+            rss_before = _rss_mib()
+            reset = _reset_peak_rss()
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            peak = _peak_rss_mib()
+            whole_peak[0] = max(whole_peak[0], peak)
+            phases.append({"phase": name_of(*args, **kwargs), "seconds": round(time.perf_counter() - t, 1),
+                           "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(peak, 1),
+                           "rss_after_mib": round(_rss_mib(), 1), "peak_is_phase_own": reset})
+            return out
+        return wrapper
+
+    run_mod.plan_shards = measured(lambda *a, **k: "plan", run_mod.plan_shards)
+    run_mod.score_shard = measured(lambda settings, spec, **k: f"score_shard {spec.ds}/{spec.shard}", run_mod.score_shard)
+    run_mod.finalize_run = measured(lambda *a, **k: "finalize", run_mod.finalize_run)
     t0 = time.perf_counter()
-    summary = run_scoring(load_settings(), build=False)
+    summary = run_mod.run_scoring(load_settings(), ds=MEASURED_DS, build=False)
     seconds = time.perf_counter() - t0
+    whole_peak[0] = max(whole_peak[0], _peak_rss_mib())
     return {"planned": summary["planned"], "scored": summary["scored"], "rejected": summary["rejected"],
             "backend": summary.get("backend"), "seconds": round(seconds, 1),
             "reviews_per_s": round(summary["planned"] / seconds, 1), "peak_rss_mib_at_start": round(rss0, 1),
+            "peak_rss_mib": round(whole_peak[0], 1), "phases": phases}
+
+
+def child_phase(phase: str, data_dir: str, threads: int, work: str, shard_index: int | None = None) -> dict:
+    """One phase of a run in this fresh process, as an Airflow task runs it: ``plan`` (writes
+    the specs to ``work``), ``shard`` (scores spec ``shard_index``), ``finalize``."""
+    os.environ["FBK_DATA_DIR"] = data_dir
+    os.environ["FBK_SCORE__THREADS"] = str(threads)
+    from fbk_tasks.score.plan import ShardSpec, plan_shards
+    from fbk_tasks.score.registry import resolve_champion
+    from fbk_tasks.score.run import ShardResult, finalize_run, score_shard
+    from fbk_tasks.settings import load_settings
+
+    settings = load_settings()
+    work_dir = Path(work)
+    rss0 = _peak_rss_mib()
+    t0 = time.perf_counter()
+    if phase == "plan":
+        specs = plan_shards(settings, MEASURED_DS, resolve_champion(settings), run_id="bench-separate")
+        (work_dir / "specs.json").write_text(json.dumps([sp.to_dict() for sp in specs]))
+        what = {"phase": "plan", "shards": len(specs), "planned": sum(sp.n_planned for sp in specs)}
+    elif phase == "shard":
+        spec = ShardSpec.from_dict(json.loads((work_dir / "specs.json").read_text())[shard_index])
+        result = score_shard(settings, spec)  # loads the pinned model itself, as the mapped task does
+        (work_dir / f"result-{shard_index}.json").write_text(json.dumps(result.to_dict()))
+        what = {"phase": f"score_shard {spec.ds}/{spec.shard}", "planned": result.planned, "backend": result.backend}
+    else:
+        specs = [ShardSpec.from_dict(d) for d in json.loads((work_dir / "specs.json").read_text())]
+        results = [ShardResult.from_dict(json.loads(p.read_text())) for p in sorted(work_dir.glob("result-*.json"))]
+        summary = finalize_run(settings, specs, results, build=False)
+        what = {"phase": "finalize", "planned": summary["planned"], "scored": summary["scored"], "rejected": summary["rejected"]}
+    return {**what, "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mib_at_start": round(rss0, 1),
             "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def _run_child(args: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "--mode", "memory", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"memory child {args} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def separate_phases(data_dir: Path, threads: int) -> list[dict]:
+    """plan, every shard and finalize, each in its own fresh process (as Airflow runs them)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-mem-phases-"))
+    common = ["--data-dir", str(data_dir), "--threads", str(threads), "--work", str(work)]
+    rows = [_run_child(["--child", "plan", *common])]
+    for i in range(rows[0]["shards"]):
+        rows.append(_run_child(["--child", "shard", "--shard-index", str(i), *common]))
+    rows.append(_run_child(["--child", "finalize", *common]))
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _forget_measured_night(data_dir: Path) -> None:
+    """Remove what a run wrote for the measured night (scores, rejections, plans), so the next
+    measurement starts from the same state; history nights stay."""
+    for root in (data_dir / "scores", data_dir / "scores" / "_rejected"):
+        shutil.rmtree(root / f"ds={MEASURED_DS}", ignore_errors=True)
+    shutil.rmtree(data_dir / "state" / "score_plans", ignore_errors=True)
 
 
 def main_memory(args) -> int:
@@ -505,17 +623,25 @@ def main_memory(args) -> int:
         from fbk_tasks.settings import load_settings
 
         t0 = time.perf_counter()
-        write_generated_curated(data_dir, n)
+        write_generated_curated(data_dir, n, ds=MEASURED_DS)
         what = register_champion(load_settings(), args.memory_model, model_dir, onnx_dir)
+        history = None
+        if args.history_nights:
+            from fbk_tasks.score.run import run_scoring
+
+            for k in range(1, args.history_nights + 1):
+                write_generated_curated(data_dir, n, ds=_history_ds(k), id_prefix=f"hist{k}-")
+                run_scoring(load_settings(), ds=_history_ds(k), build=False)  # history: scored, not measured
+            history = {"nights": args.history_nights, "reviews": args.history_nights * n}
         prep_s = time.perf_counter() - t0
         load_before = os.getloadavg()
-        cmd = [sys.executable, __file__, "--mode", "memory", "--child", "memory", "--data-dir", str(data_dir),
-               "--threads", str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        if out.returncode != 0:
-            print(out.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"memory run at N={n} failed")
-        res = {"n": n, "model": what, **json.loads(out.stdout.strip().splitlines()[-1]), "prepare_s": round(prep_s, 1),
+        separate = None
+        if not args.no_separate:
+            separate = separate_phases(data_dir, args.threads)
+            _forget_measured_night(data_dir)
+        whole = _run_child(["--child", "memory", "--data-dir", str(data_dir), "--threads", str(args.threads)])
+        res = {"n": n, "model": what, "history": history, **whole, "separate_processes": separate,
+               "prepare_s": round(prep_s, 1),
                "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
         rows.append(res)
         print(json.dumps(res), flush=True)
@@ -541,6 +667,12 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,50000", help="memory mode: numbers of generated reviews")
     ap.add_argument("--memory-model", choices=("finetuned", "keyword"), default="finetuned")
     ap.add_argument("--keep", action="store_true", help="memory mode: keep the generated data roots")
+    ap.add_argument("--history-nights", type=int, default=0,
+                    help="memory mode: score this many earlier nights of N reviews first (history, not measured)")
+    ap.add_argument("--no-separate", action="store_true",
+                    help="memory mode: skip the run with each phase in its own process")
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--shard-index", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", default="bench_score.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--onnx-dir", help=argparse.SUPPRESS)
@@ -549,8 +681,11 @@ def main() -> int:
     ap.add_argument("--npy", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode == "memory":
-        if args.child:
+        if args.child == "memory":
             print(json.dumps(child_memory(args.data_dir, args.threads)))
+            return 0
+        if args.child:
+            print(json.dumps(child_phase(args.child, args.data_dir, args.threads, args.work, args.shard_index)))
             return 0
         return main_memory(args)
     if args.child:
