@@ -5,13 +5,31 @@ Parquet files of that model version), never from Airflow's database, so the CLI,
 backfill all agree. The plan of each shard (its review ids) is written under
 ``<state_dir>/score_plans/<run>/`` so a shard scores exactly what was planned, whatever lands
 in curated storage or happens to the alias in the meantime.
+
+**Partition scope.** A review's score or rejection row is written under its curated
+partition's ``ds=`` (``score_shard`` writes ``scores/ds=<spec.ds>/``), and review ids are unique
+across curated partitions (ingestion quarantines an id already seen in an earlier partition:
+``fbk_tasks.ingest.pipeline._history``). So "already processed by this version" for the reviews
+of partition D only needs the version's output files under ``ds=D``: planning a night reads
+that night's outputs, never the whole history, and its memory and time do not grow with the
+number of nights already scored.
+
+**Bounded memory.** The set operations (unique, anti-join with what was processed, sort)
+run in DuckDB over the Parquet files with a memory cap (``score.duckdb_memory_mb``; beyond it
+DuckDB spills to ``<state_dir>/duckdb_tmp``), and the sorted ids stream out a batch at a time
+into one Parquet writer per shard, so a plan holds one batch of ids in Python, whatever the
+night's volume.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import re
+import shutil
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -53,8 +71,12 @@ class ShardSpec:
 
 def shard_of(review_id: str, n_shards: int) -> int:
     """Stable shard of a review (same in every process and Python version)."""
-    digest = hashlib.blake2b(review_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % n_shards
+    return _shard_of_utf8(review_id.encode("utf-8"), n_shards)
+
+
+def _shard_of_utf8(review_id: bytes, n_shards: int) -> int:
+    """:func:`shard_of` of an id already encoded as UTF-8."""
+    return int.from_bytes(hashlib.blake2b(review_id, digest_size=8).digest(), "big") % n_shards
 
 
 def validate_ds(ds: str) -> str:
@@ -92,41 +114,180 @@ def output_files(settings: Settings, model_version: int, *, rejected: bool, ds: 
     return sorted(root.glob(f"ds={ds or '*'}/part-{model_version}-*.parquet"))
 
 
-def processed_ids(settings: Settings, model: ModelRef) -> Any:
-    """Review ids this model version already scored or rejected (from the project's Parquet),
-    as a unique Arrow string array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+def partition_output_files(settings: Settings, model_version: int, partitions: Iterable[str], *, rejected: bool) -> list[Path]:
+    """Score (or rejection) files of a model version in the given partitions only (never the
+    whole history; see the module docstring for why that is enough)."""
+    return [f for ds in sorted(set(partitions)) for f in output_files(settings, model_version, rejected=rejected, ds=validate_ds(ds))]
 
-    files = output_files(settings, model.version, rejected=False) + output_files(settings, model.version, rejected=True)
+
+@contextmanager
+def duckdb_connection(settings: Settings) -> Iterator[Any]:
+    """An in-memory DuckDB connection for a run's set operations, capped at
+    ``score.duckdb_memory_mb`` and spilling to a temporary folder of its own under
+    ``<state_dir>/duckdb_tmp`` (one per connection: concurrent shard tasks never share spill
+    files), removed on exit."""
+    import duckdb
+
+    tmp = settings.state_dir / "duckdb_tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = '{int(settings.score.duckdb_memory_mb)}MB'")
+        con.execute(f"SET temp_directory = '{_sql_quote(str(tmp))}'")
+        con.execute("SET preserve_insertion_order = false")  # every ordered result says ORDER BY
+        con.execute("SET enable_progress_bar = false")
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _files_sql(files: Iterable[Any]) -> str:
+    """A DuckDB list literal of file paths (inlined: ``read_parquet`` needs its file list when
+    the statement is bound)."""
+    return "[" + ", ".join(f"'{_sql_quote(str(f))}'" for f in files) + "]"
+
+
+def _version_ids_sql(files: list[Path]) -> str:
+    """SQL of the review ids in output ``files`` that belong to the version (parameters
+    ``$model_name``, ``$model_version``); a typed empty relation when there is no file
+    (``read_parquet([])`` is an error; the statement then takes no parameter)."""
+    if not files:
+        return "(SELECT NULL::VARCHAR AS review_id WHERE false)"
+    return f"(SELECT review_id FROM read_parquet({_files_sql(files)}) WHERE model_name = $model_name AND model_version = $model_version)"
+
+
+def processed_ids(settings: Settings, model: ModelRef, partitions: Iterable[str], *, con: Any = None) -> Any:
+    """Review ids this model version already scored or rejected in ``partitions`` (from the
+    project's Parquet), as a sorted unique Arrow string array.
+
+    Partition-scoped: a review's output is written under its curated partition, and review
+    ids are unique across curated partitions, so the version's files in other partitions can
+    never hold one of these partitions' reviews (the module docstring). Planning does the same
+    anti-join inside DuckDB without materialising this array; this function is for inspection
+    and tests."""
+    import pyarrow as pa
+
+    files = (partition_output_files(settings, model.version, partitions, rejected=False)
+             + partition_output_files(settings, model.version, partitions, rejected=True))
     if not files:
         return pa.array([], type=pa.string())
-    dataset = pads.dataset([str(f) for f in files], format="parquet")
-    flt = (pc.field("model_name") == model.name) & (pc.field("model_version") == model.version)
-    col = dataset.to_table(columns=["review_id"], filter=flt).column(0)
-    return pc.unique(col.combine_chunks()) if col.num_chunks else pa.array([], type=pa.string())
-
-
-def _py_chunks(arr: Any, size: int = 65536) -> Iterator[list[str]]:
-    """Python strings of an Arrow array, a slice at a time (never all at once)."""
-    for start in range(0, len(arr), size):
-        yield arr.slice(start, size).to_pylist()
+    sql = f"SELECT DISTINCT review_id FROM {_version_ids_sql(files)} t WHERE review_id IS NOT NULL ORDER BY review_id COLLATE C"
+    params = {"model_name": model.name, "model_version": model.version}
+    if con is None:
+        with duckdb_connection(settings) as own:
+            table = own.sql(sql, params=params).to_arrow_table()
+    else:
+        table = con.sql(sql, params=params).to_arrow_table()
+    return table.column(0).combine_chunks().cast(pa.string())
 
 
 def plan_tag(model_ref: ModelRef, run_id: str, sorted_ids: Iterable[str]) -> str:
     """Hash of a shard's plan (model version, run, ids): a retry of the same plan writes the
     same output file name with the same rows; any other plan writes other files."""
-    h = hashlib.sha256(f"{model_ref.name}\0{model_ref.version}\0{run_id}\0".encode())
+    h = _PlanHasher(model_ref, run_id)
     for rid in sorted_ids:
-        h.update(rid.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:12]
+        h.update([rid.encode("utf-8")])
+    return h.tag()
+
+
+class _PlanHasher:
+    """:func:`plan_tag`, fed a batch of UTF-8 ids at a time (same digest)."""
+
+    def __init__(self, model_ref: ModelRef, run_id: str) -> None:
+        self._h = hashlib.sha256(f"{model_ref.name}\0{model_ref.version}\0{run_id}\0".encode())
+
+    def update(self, ids_utf8: list[bytes]) -> None:
+        if ids_utf8:
+            self._h.update(b"\0".join(ids_utf8) + b"\0")
+
+    def tag(self) -> str:
+        return self._h.hexdigest()[:12]
 
 
 def _plan_dir(settings: Settings, run_id: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
     return settings.state_dir / "score_plans" / safe
+
+
+class _ShardPlanWriter:
+    """The ids of one shard, streamed in sorted order into a hidden temporary Parquet file in
+    the plan folder and hashed on the way; :meth:`commit` names the file after the hash
+    (``shard-K-of-N-<tag>.parquet``, fsync + ``os.replace``, like ``fbk_tasks.io.atomic``, whose
+    helpers need the final name up front). A plan file already there for the same tag holds
+    the same ids and is left alone."""
+
+    ROW_GROUP_IDS = 65_536  # buffered before a write: no row group of a few ids per streamed batch
+
+    def __init__(self, folder: Path, shard: int, n_shards: int, model_ref: ModelRef, run_id: str) -> None:
+        self.folder, self.shard, self.n_shards = folder, shard, n_shards
+        self.hasher = _PlanHasher(model_ref, run_id)
+        self.rows = 0
+        self._pending: list[Any] = []
+        self._pending_rows = 0
+        self._writer: Any = None
+        self._tmp: Path | None = None
+
+    def write(self, ids: Any, ids_utf8: list[bytes]) -> None:
+        self.hasher.update(ids_utf8)
+        self.rows += len(ids)
+        self._pending.append(ids)
+        self._pending_rows += len(ids)
+        if self._pending_rows >= self.ROW_GROUP_IDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._pending_rows:
+            return
+        table = pa.table({"review_id": pa.chunked_array(self._pending, type=pa.string())})
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.folder / f".shard-{self.shard}-of-{self.n_shards}.parquet.tmp-{uuid.uuid4().hex}"
+            self._writer = pq.ParquetWriter(str(self._tmp), table.schema, compression="zstd")
+        self._writer.write_table(table, row_group_size=max(self._pending_rows, 1))
+        self._pending, self._pending_rows = [], 0
+
+    def commit(self) -> tuple[Path, str]:
+        """(plan file, tag); the writer must have seen at least one id."""
+        self._flush()
+        self._writer.close()
+        self._writer = None
+        tag = self.hasher.tag()
+        path = self.folder / f"shard-{self.shard}-of-{self.n_shards}-{tag}.parquet"
+        try:
+            if not path.exists():
+                with open(self._tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(self._tmp, path)
+        finally:
+            self.abort()
+        return path, tag
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+
+def _todo_sql(curated: list[Path], done: list[Path]) -> str:
+    """Sorted distinct non-null review ids of the ``curated`` files minus those of the version
+    in the ``done`` output files. DuckDB with ``COLLATE C`` compares VARCHAR byte-wise, which
+    for UTF-8 is Python's code-point order: the plan files keep the order they always had."""
+    todo = f"(SELECT DISTINCT review_id FROM read_parquet({_files_sql(curated)}) WHERE review_id IS NOT NULL)"
+    if done:
+        todo = f"(SELECT c.review_id FROM {todo} c ANTI JOIN {_version_ids_sql(done)} d ON c.review_id = d.review_id)"
+    return f"SELECT review_id FROM {todo} t ORDER BY review_id COLLATE C"
 
 
 def plan_shards(
@@ -143,15 +304,14 @@ def plan_shards(
     With ``rescore`` every curated review is planned again (backfill with the current champion).
     Only shards with work are returned. A review id appearing twice is planned once.
 
-    Ids stay in Arrow arrays (unique, anti-join with what the version already processed, sort);
-    only the shard hash runs in Python, a slice at a time.
+    Per partition, DuckDB computes the sorted distinct ids minus what the version already
+    processed *in that partition* (see the module docstring: ids are unique across
+    partitions), under ``score.duckdb_memory_mb``; the result streams out in batches of
+    ``score.scan_batch_rows``, the shard of each id (:func:`shard_of`) is computed per batch,
+    and each shard's ids go to its own plan file (sorted, hashed into ``plan_tag`` on the way).
     """
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
-    from fbk_tasks.io.atomic import write_parquet
 
     scored_at = scored_at or default_scored_at(ds)
     if scored_at.tzinfo is None:
@@ -159,40 +319,46 @@ def plan_shards(
     scored_at = scored_at.astimezone(_dt.timezone.utc)
     run_id = run_id or f"cli__{ds or 'all'}__{scored_at:%Y%m%dT%H%M%S}"
     n = settings.score.shards
-    done = pa.array([], type=pa.string()) if rescore else processed_ids(settings, model_ref)
     plan_dir = _plan_dir(settings, run_id)
+    params = {"model_name": model_ref.name, "model_version": model_ref.version}
 
     specs: list[ShardSpec] = []
-    for part_ds, files in curated_partitions(settings, ds).items():
-        dataset = pads.dataset([str(f) for f in files], format="parquet")
-        col = dataset.to_table(columns=["review_id"]).column(0)
-        todo = pc.unique(pc.drop_null(col.combine_chunks())) if col.num_chunks else pa.array([], type=pa.string())
-        del col
-        if len(done) and len(todo):
-            todo = pc.filter(todo, pc.invert(pc.is_in(todo, value_set=done)))
-        shard_no = np.fromiter((shard_of(rid, n) for chunk in _py_chunks(todo) for rid in chunk), dtype=np.int64, count=len(todo))
-        for k in range(n):
-            ids = pc.filter(todo, pa.array(shard_no == k))
-            if not len(ids):
-                continue
-            ids = pc.take(ids, pc.sort_indices(ids))  # UTF-8 byte order = Python's code-point order
-            tag = plan_tag(model_ref, run_id, (rid for chunk in _py_chunks(ids) for rid in chunk))
-            plan_file = plan_dir / f"ds={part_ds}" / f"shard-{k}-of-{n}-{tag}.parquet"
-            if not plan_file.exists():
-                write_parquet(pa.table({"review_id": ids}), plan_file)
-            specs.append(
-                ShardSpec(
-                    ds=part_ds,
-                    shard=k,
-                    n_shards=n,
-                    model=model_ref,
-                    files=tuple(str(f) for f in files),
-                    plan_file=str(plan_file),
-                    plan_tag=tag,
-                    n_planned=len(ids),
-                    run_id=run_id,
-                    scored_at=scored_at.isoformat(),
-                    rescore=rescore,
+    with duckdb_connection(settings) as con:
+        for part_ds, files in curated_partitions(settings, ds).items():
+            done = [] if rescore else partition_output_files(
+                settings, model_ref.version, [part_ds], rejected=False) + partition_output_files(
+                settings, model_ref.version, [part_ds], rejected=True)
+            writers = [_ShardPlanWriter(plan_dir / f"ds={part_ds}", k, n, model_ref, run_id) for k in range(n)]
+            try:
+                reader = con.sql(_todo_sql(files, done), params=params if done else None).to_arrow_reader(settings.score.scan_batch_rows)
+                for batch in reader:
+                    ids = batch.column(0).cast(pa.string())
+                    if not len(ids):
+                        continue
+                    utf8 = [rid.encode("utf-8") for rid in ids.to_pylist()]
+                    shard_no = np.fromiter((_shard_of_utf8(b, n) for b in utf8), dtype=np.int64, count=len(utf8))
+                    for k in np.unique(shard_no).tolist():
+                        mask = shard_no == k
+                        writers[k].write(ids.filter(pa.array(mask)), [b for b, m in zip(utf8, mask) if m])
+                    del utf8, ids, batch
+                committed = [(k, w.rows, *w.commit()) for k, w in enumerate(writers) if w.rows]
+            finally:
+                for w in writers:
+                    w.abort()
+            for k, n_planned, plan_file, tag in committed:
+                specs.append(
+                    ShardSpec(
+                        ds=part_ds,
+                        shard=k,
+                        n_shards=n,
+                        model=model_ref,
+                        files=tuple(str(f) for f in files),
+                        plan_file=str(plan_file),
+                        plan_tag=tag,
+                        n_planned=n_planned,
+                        run_id=run_id,
+                        scored_at=scored_at.isoformat(),
+                        rescore=rescore,
+                    )
                 )
-            )
     return specs
