@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fbk_tasks.schema import SENTIMENT_CLASSES
-from fbk_tasks.score.plan import ShardSpec, output_files, plan_shards
+from fbk_tasks.score.plan import ShardSpec, duckdb_connection, output_files, partition_output_files, plan_shards
 from fbk_tasks.score.registry import ModelRef, resolve_champion, snapshot_registry
 from fbk_tasks.settings import Settings
 
@@ -75,27 +75,72 @@ def _clean_text(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _iter_planned_batches(settings: Settings, spec: ShardSpec, planned: "Any") -> Iterator[tuple[list[str], list[Any], Any]]:
-    """Stream (review_ids, texts, positions in ``planned``) of the planned ids from the shard's
-    curated files, batch by batch, in file order (deterministic)."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+def _matches_sql(files: list[str], plan_file: str) -> str:
+    """(file index, row number in that file, position in the plan) of every curated row whose
+    review_id is planned, in file order then row order. DuckDB joins the curated ids (only that
+    column is read) with the plan under ``score.duckdb_memory_mb`` and sorts these three
+    integers; no text goes through the join or the sort."""
+    from fbk_tasks.score.plan import _files_sql
+
+    listed = _files_sql(files)
+    return (f"SELECT list_position({listed}, c.filename)::BIGINT AS fidx, c.file_row_number AS row, p.pos "
+            f"FROM read_parquet({listed}, filename = true, file_row_number = true) c "
+            f"JOIN (SELECT review_id, file_row_number AS pos FROM read_parquet({_files_sql([plan_file])}, file_row_number = true)) p "
+            f"ON c.review_id = p.review_id ORDER BY fidx, row")
+
+
+def _iter_planned_batches(settings: Settings, spec: ShardSpec, con: Any) -> Iterator[tuple[list[str], list[Any], Any]]:
+    """Stream (review_ids, texts, positions in the plan file) of the planned ids from the
+    shard's curated files, batch by batch, in file order then row order (deterministic).
+
+    Two streams, both a batch at a time: DuckDB's sorted (file, row, plan position) of the
+    matching rows (:func:`_matches_sql`), and each curated file read with pyarrow in batches of
+    ``score.scan_batch_rows``; the rows of a file batch that the match stream names are taken.
+    Nothing here grows with the shard: no set of the planned ids lives in Python or Arrow."""
+    import numpy as np
+    import pyarrow.parquet as pq
 
     files = [f for f in spec.files if Path(f).exists()]
     if not files:
         return
-    dataset = pads.dataset(files, format="parquet")
-    scanner = dataset.scanner(
-        columns=["review_id", "text"],
-        filter=pc.field("review_id").isin(planned),
-        batch_size=settings.score.scan_batch_rows,
-        batch_readahead=2,  # the model is the bottleneck: buffering more row groups only costs memory
-        fragment_readahead=1,
-    )
-    for batch in scanner.to_batches():
-        if batch.num_rows:
-            pos = pc.index_in(batch.column(0), value_set=planned).to_numpy(zero_copy_only=False)
-            yield batch.column(0).to_pylist(), batch.column(1).to_pylist(), pos
+    batch_rows = settings.score.scan_batch_rows
+    matches = con.sql(_matches_sql(files, spec.plan_file)).to_arrow_reader(batch_rows)
+    # the pending part of the match stream, as numpy columns
+    m_file = m_row = m_pos = np.empty(0, dtype=np.int64)
+
+    def refill() -> bool:
+        nonlocal m_file, m_row, m_pos
+        for b in matches:
+            if b.num_rows:
+                m_file = np.concatenate([m_file, b.column(0).to_numpy(zero_copy_only=False).astype(np.int64)])
+                m_row = np.concatenate([m_row, b.column(1).to_numpy(zero_copy_only=False).astype(np.int64)])
+                m_pos = np.concatenate([m_pos, b.column(2).to_numpy(zero_copy_only=False).astype(np.int64)])
+                return True
+        return False
+
+    for fidx, path in enumerate(files, start=1):  # list_position is 1-based
+        if not len(m_file) and not refill():
+            return  # no match left in any file
+        if m_file[0] > fidx:
+            continue  # nothing planned in this file
+        offset = 0
+        with pq.ParquetFile(path) as pf:
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=["review_id", "text"]):
+                end = offset + batch.num_rows
+                # every match inside this batch must be pending (the stream is sorted by file, row)
+                while (m_file[-1] == fidx and m_row[-1] < end) and refill():
+                    pass
+                k = int(np.searchsorted(m_file, fidx, side="right"))  # pending matches in this file
+                k = int(np.searchsorted(m_row[:k], end, side="left"))  # ... inside this batch
+                if k:
+                    picked = batch.take(m_row[:k] - offset)
+                    yield picked.column(0).to_pylist(), picked.column(1).to_pylist(), m_pos[:k]
+                    m_file, m_row, m_pos = m_file[k:], m_row[k:], m_pos[k:]
+                offset = end
+                if not len(m_file) and not refill():
+                    return
+                if m_file[0] != fidx:
+                    break  # the rest of this file holds nothing planned
 
 
 class _StreamingScores:
@@ -121,13 +166,11 @@ class _StreamingScores:
         self.rows += batch.num_rows
 
     def commit(self) -> str | None:
-        import pyarrow.parquet as pq
-
         self.writer.close()
         try:
             if self.rows == 0:
                 return None
-            if _already_written(self.path, pq.read_table(self.tmp)):
+            if self.path.exists() and _same_rows_streamed(self.path, self.tmp):
                 return str(self.path)
             with open(self.tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -242,6 +285,38 @@ def _write_once(path: Path, rows: "list[dict] | Any", schema: Any, metadata: dic
     return str(path)
 
 
+def _same_rows_streamed(path: Path, new_file: Path, batch_rows: int = 65_536) -> bool:
+    """True when ``path`` holds exactly the rows of ``new_file`` (a retry of the same plan):
+    leave it alone. Compared a slice at a time (memory: a batch, not the shard). A file with
+    other rows (or unreadable) is reported and will be replaced."""
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as old_pf, pq.ParquetFile(new_file) as new_pf:
+            if old_pf.metadata.num_rows != new_pf.metadata.num_rows or not old_pf.schema_arrow.equals(new_pf.schema_arrow):
+                raise ValueError("other rows")
+            old_it = old_pf.iter_batches(batch_size=batch_rows)
+            new_it = new_pf.iter_batches(batch_size=batch_rows)
+            a = b = None  # the not yet compared rest of the current batch of each file
+            while True:
+                if a is None or not a.num_rows:
+                    a = next(old_it, None)
+                if b is None or not b.num_rows:
+                    b = next(new_it, None)
+                if a is None or b is None:
+                    if a is None and b is None:
+                        return True
+                    raise ValueError("other rows")
+                n = min(a.num_rows, b.num_rows)
+                if not a.slice(0, n).equals(b.slice(0, n)):
+                    raise ValueError("other rows")
+                a, b = a.slice(n), b.slice(n)
+    except Exception:  # other rows, or an unreadable leftover: replace it
+        pass
+    log.warning("%s exists with different rows (non-deterministic model?); replacing it", path)
+    return False
+
+
 def _already_written(path: Path, table: Any, schema: Any = None) -> bool:
     """True when ``path`` already holds exactly ``table`` (a retry of the same plan): leave it
     alone. A file with other rows (or unreadable) is reported and will be replaced."""
@@ -264,14 +339,15 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     ``model`` (anything with ``predict(DataFrame) -> DataFrame``) is loaded from
     ``shard.model.uri`` when not given, and its serving backend chosen (:func:`prepare_model`;
     pass ``backend`` with a model already prepared). Rows stream from Parquet in batches of
-    ``score.batch_size``, and predictions stream into the scores file (:class:`_StreamingScores`),
-    so memory does not grow with the shard beyond one byte per planned id. Every planned review
-    ends up in exactly one of the two output files; the result's counts satisfy
+    ``score.batch_size``, and predictions stream into the scores file (:class:`_StreamingScores`).
+    The planned ids are matched to curated rows by DuckDB under ``score.duckdb_memory_mb``
+    (:func:`_iter_planned_batches`), so memory does not grow with the shard beyond one byte per
+    planned id (which planned ids were seen) and the rejected rows. Every planned review ends
+    up in exactly one of the two output files; the result's counts satisfy
     ``planned == scored + rejected``.
     """
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from fbk_tasks.score.schema import REJECTED_SCHEMA, SCORES_SCHEMA
@@ -279,7 +355,8 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     started = time.monotonic()
     spec = shard
     ref = spec.model
-    planned_arr = pq.read_table(spec.plan_file, columns=["review_id"]).column("review_id").combine_chunks().unique()
+    with pq.ParquetFile(spec.plan_file) as pf:
+        n_planned = pf.metadata.num_rows  # plan files hold unique ids
     if model is None:
         import mlflow.pyfunc
 
@@ -299,7 +376,7 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     out = _StreamingScores(scores_path, SCORES_SCHEMA, file_meta)
     n_scored = 0
     rejected_rows: list[dict] = []
-    seen = np.zeros(len(planned_arr), dtype=bool)  # one byte per planned id, not a set of strings
+    seen = np.zeros(n_planned, dtype=bool)  # one byte per planned id (by position in the plan file)
     buf_ids: list[str] = []
     buf_texts: list[str] = []
 
@@ -316,27 +393,34 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
         buf_texts.clear()
 
     try:
-        for ids, texts, positions in _iter_planned_batches(settings, spec, planned_arr):
-            for rid, text, pos in zip(ids, texts, positions):
-                if seen[pos]:
-                    continue
-                seen[pos] = True
-                clean = _clean_text(text)
-                if not clean:
-                    rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
-                    continue
-                buf_ids.append(rid)
-                buf_texts.append(clean)
-                if len(buf_ids) >= settings.score.batch_size:
-                    flush()
+        with duckdb_connection(settings) as con:
+            for ids, texts, positions in _iter_planned_batches(settings, spec, con):
+                for rid, text, pos in zip(ids, texts, positions):
+                    if seen[pos]:
+                        continue  # the same review id again (a re-delivered row): scored once
+                    seen[pos] = True
+                    clean = _clean_text(text)
+                    if not clean:
+                        rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
+                        continue
+                    buf_ids.append(rid)
+                    buf_texts.append(clean)
+                    if len(buf_ids) >= settings.score.batch_size:
+                        flush()
         flush()
     except BaseException:
         out.abort()
         raise
-    missing = pc.filter(planned_arr, pa.array(~seen)).to_pylist()
+    # planned ids never seen, read back from the plan file a batch at a time (sorted already)
+    offset = 0
+    with pq.ParquetFile(spec.plan_file) as pf:
+        for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):
+            unseen = ~seen[offset:offset + batch.num_rows]
+            offset += batch.num_rows
+            if unseen.any():
+                for rid in batch.column(0).filter(pa.array(unseen)).to_pylist():
+                    rejected_rows.append({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files", **common})
     del seen
-    for rid in sorted(missing):
-        rejected_rows.append({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files", **common})
 
     scores_file = out.commit()
     rejected_file = _write_once(rejected_path, rejected_rows, REJECTED_SCHEMA, file_meta)
@@ -345,7 +429,7 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
         shard=spec.shard,
         model_name=ref.name,
         model_version=ref.version,
-        planned=len(planned_arr),
+        planned=n_planned,
         scored=n_scored,
         rejected=len(rejected_rows),
         rejected_by_reason=dict(sorted(Counter(r["reason"] for r in rejected_rows).items())),
@@ -384,48 +468,55 @@ def remove_superseded(settings: Settings, specs: list[ShardSpec], results: list[
 def verify_outputs(settings: Settings, model: ModelRef, specs: list[ShardSpec]) -> dict[str, int]:
     """Check the files, not just the counts: each planned id is in scores xor rejections of the
     version, and no review has two rows for the version. Raise :class:`ReconciliationError`.
-    Ids stay in Arrow arrays (hash sets in C++), not Python sets: memory is a few dozen bytes
-    per review, not a few hundred."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-    import pyarrow.parquet as pq
 
-    def ids(rejected: bool) -> pa.Array:
-        files = output_files(settings, model.version, rejected=rejected)
-        if not files:
-            return pa.array([], type=pa.string())
-        flt = (pc.field("model_name") == model.name) & (pc.field("model_version") == model.version)
-        col = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["review_id"], filter=flt).column(0)
-        return col.combine_chunks() if col.num_chunks else pa.array([], type=pa.string())
+    Scope: the version's files in the partitions of the run (``specs``), not the whole
+    history. A review's rows are written under its curated partition, and review ids are
+    unique across curated partitions (ingestion quarantines ids seen in earlier partitions;
+    ``fbk_tasks.score.plan``), so a duplicate of one of the run's reviews, or its coverage, can
+    only be in these partitions. If that uniqueness were broken (a curated partition ingested
+    before an earlier day's), the same id could be scored once in each partition, and this
+    check would not see it.
 
-    def count_in(values: pa.Array, value_set: pa.Array) -> int:
-        if len(values) == 0 or len(value_set) == 0:
-            return 0
-        return int(pc.sum(pc.is_in(values, value_set=value_set)).as_py() or 0)
+    The checks are DuckDB queries over the Parquet files under ``score.duckdb_memory_mb``
+    (spilling beyond it), so memory does not grow with the night's volume."""
+    from fbk_tasks.score.plan import _files_sql, _version_ids_sql
 
-    scored, rejected = ids(False), ids(True)
-    scored_u, rejected_u = pc.unique(scored), pc.unique(rejected)
+    partitions = sorted({s.ds for s in specs})
+    scored_files = partition_output_files(settings, model.version, partitions, rejected=False)
+    rejected_files = partition_output_files(settings, model.version, partitions, rejected=True)
+    scored, rejected = _version_ids_sql(scored_files), _version_ids_sql(rejected_files)
+    # DuckDB refuses parameters that the statement does not use (no file: no filter)
+    params = {"model_name": model.name, "model_version": model.version} if scored_files or rejected_files else None
+    plans = [s.plan_file for s in specs]
+    planned = f"(SELECT DISTINCT review_id FROM read_parquet({_files_sql(plans)}))" if plans else _version_ids_sql([])
+    sql = f"""
+        WITH s AS {scored}, r AS {rejected},
+             s_u AS (SELECT review_id FROM s GROUP BY review_id),
+             r_u AS (SELECT review_id FROM r GROUP BY review_id)
+        SELECT
+          (SELECT count(*) FROM s) AS s_rows,
+          (SELECT count(*) FROM s_u) AS s_unique,
+          (SELECT count(*) FROM r) AS r_rows,
+          (SELECT count(*) FROM r_u) AS r_unique,
+          (SELECT count(*) FROM s_u SEMI JOIN r_u ON s_u.review_id = r_u.review_id) AS both_,
+          (SELECT count(*) FROM {planned} p
+             ANTI JOIN (SELECT review_id FROM s_u UNION ALL SELECT review_id FROM r_u) o
+             ON p.review_id = o.review_id) AS missing
+    """
+    with duckdb_connection(settings) as con:
+        s_rows, s_unique, r_rows, r_unique, both, missing = con.sql(sql, params=params).fetchall()[0]
     problems = []
-    if len(scored) != len(scored_u):
-        problems.append(f"{len(scored) - len(scored_u)} duplicate score rows")
-    if len(rejected) != len(rejected_u):
-        problems.append(f"{len(rejected) - len(rejected_u)} duplicate rejection rows")
-    both = count_in(scored_u, rejected_u)
+    if s_rows != s_unique:
+        problems.append(f"{s_rows - s_unique} duplicate score rows")
+    if r_rows != r_unique:
+        problems.append(f"{r_rows - r_unique} duplicate rejection rows")
     if both:
         problems.append(f"{both} reviews both scored and rejected")
-    del scored, rejected
-    missing = 0
-    for spec in specs:
-        planned = pc.unique(pq.read_table(spec.plan_file).column(0).combine_chunks())
-        if len(planned):
-            covered = pc.or_(pc.is_in(planned, value_set=scored_u), pc.is_in(planned, value_set=rejected_u))
-            missing += len(planned) - int(pc.sum(covered).as_py() or 0)
     if missing:
         problems.append(f"{missing} planned reviews have no output row")
     if problems:
         raise ReconciliationError(f"model {model.name} v{model.version}: " + "; ".join(problems))
-    return {"version_scored_total": len(scored_u), "version_rejected_total": len(rejected_u)}
+    return {"version_scored_in_partitions": int(s_unique), "version_rejected_in_partitions": int(r_unique)}
 
 
 def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True) -> dict[str, Any]:
