@@ -61,7 +61,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 FINE_TUNE_KEYS = ("base_model", "batch_size", "max_length", "learning_rate", "epochs", "warmup_ratio", "weight_decay",
-                  "class_weights", "early_stopping_patience", "pooling", "freeze_word_embeddings", "cpu_bf16",
+                  "class_weights", "tune_class_bias", "early_stopping_patience", "pooling", "freeze_word_embeddings", "cpu_bf16",
                   "fused_adamw", "length_group_factor", "torch_threads")
 
 
@@ -108,7 +108,19 @@ def fine_tune(name: str, fit: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFram
     proba = predict_proba(res.model, res.tokenizer, test.text.tolist(), s.train.eval_batch_size, s.train.max_length)
     predict_secs = time.perf_counter() - start
     pred = np.asarray(classes, dtype=object)[proba.argmax(1)]
-    return _scores(name, test, pred, {
+    bias_extra = {}
+    if res.class_bias is not None:  # what the same checkpoint gives without the dev-tuned offsets
+        raw = (np.log(np.clip(proba, 1e-12, None)) - np.asarray(res.class_bias)).argmax(1)
+        raw_pred = np.asarray(classes, dtype=object)[raw]
+        bias_extra = {"class_bias": res.class_bias, "dev_macro_f1_before_bias": round(res.dev_macro_f1_before_bias, 4),
+                      "macro_f1_without_bias": round(f1_score(test.label, raw_pred, average="macro"), 4),
+                      "accuracy_without_bias": round(accuracy_score(test.label, raw_pred), 4)}
+    if os.environ.get("BENCH_SAVE_PROBA"):  # for offline analysis of decision rules
+        dev_proba = predict_proba(res.model, res.tokenizer, dev.text.tolist(), s.train.eval_batch_size, s.train.max_length)
+        np.savez(os.environ["BENCH_SAVE_PROBA"], test_proba=proba, test_label=test.label.to_numpy(dtype=str),
+                 dev_proba=dev_proba, dev_label=dev.label.to_numpy(dtype=str), classes=np.asarray(classes),
+                 class_bias=np.asarray(res.class_bias or [0.0] * len(classes)))
+    return _scores(name, test, pred, {**bias_extra,
         "train_rows": len(fit), "epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
         "seconds_per_epoch": [round(x, 1) for x in res.epoch_seconds], "samples_per_second": round(res.samples_per_second, 1),
         "dev_macro_f1": [round(h["dev_macro_f1"], 4) for h in res.history], "threads": res.threads, "device": res.device,

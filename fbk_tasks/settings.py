@@ -87,6 +87,11 @@ class TrainSettings(_Section):
     seed: int = Field(13, description="Seed of splits, golden sample, batching and model init.")
     early_stopping_patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping.")
     class_weights: bool = Field(True, description="Balanced class weights in the fine-tune loss.")
+    tune_class_bias: bool = Field(
+        True,
+        description="After fine-tuning, add per-class offsets to the classifier bias that maximise dev macro-F1 "
+        "(n_classes - 1 numbers, grid search; the checkpoint stays a plain model).",
+    )
     max_train_samples: int | None = Field(None, ge=1, description="Cap on training rows (quick runs, demo).")
     min_rows_per_class: int = Field(20, ge=1, description="Fewer labelled rows in a present class refuses training.")
     golden_fraction: Share = Field(0.2, description="Share of labelled rows taken (once) as the golden set.")

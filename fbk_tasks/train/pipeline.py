@@ -119,6 +119,9 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
             for h in res.history:
                 mlflow.log_metrics({"dev_macro_f1_epoch": h["dev_macro_f1"], "train_loss_epoch": h["train_loss"],
                                     "epoch_seconds": h["epoch_seconds"]}, step=h["epoch"])
+            if res.class_bias is not None:
+                mlflow.log_param("transformer.class_bias", json.dumps(res.class_bias))
+                mlflow.log_metric("dev_macro_f1_before_bias", res.dev_macro_f1_before_bias)
             out = tr.save(res, work / "hf_model")
             artifacts["model_dir"] = str(out)
 

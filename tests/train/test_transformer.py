@@ -91,3 +91,43 @@ def test_mean_pooling_fine_tune_learns_the_templates(train_env, monkeypatch, bf1
     _, res = _fine_tune(train_env, monkeypatch, pooling="mean", cpu_bf16=bf16, freeze_word_embeddings="false")
     assert res.model.config.num_hidden_layers == 3
     assert res.history[0]["dev_macro_f1"] > 0.8
+
+
+def test_tune_class_bias_moves_the_boundary_to_the_macro_f1_optimum():
+    import numpy as np
+
+    from fbk_tasks.train.transformer import macro_f1_of, tune_class_bias
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, size=900, p=[0.6, 0.25, 0.15])
+    logits = rng.normal(size=(900, 3))
+    logits[np.arange(900), y] += 1.5
+    logits[:, 2] -= 1.0  # a model that under-predicts the minority class
+    bias, before, after = tune_class_bias(logits, y)
+    assert bias[0] == 0.0 and bias[2] > 0.3
+    assert after > before + 0.02
+    assert after == macro_f1_of(y, (logits + bias).argmax(1), 3)
+    # already at the optimum (perfect separation): nothing moves
+    clean = np.eye(3)[y] * 5.0
+    bias0, b0, a0 = tune_class_bias(clean, y)
+    assert b0 == a0 == 1.0 and not bias0.any()
+
+
+def test_fine_tune_folds_the_tuned_offsets_into_the_classifier_bias(train_env, monkeypatch):
+    import numpy as np
+
+    from fbk_tasks.train.transformer import predict_proba
+
+    s, res = _fine_tune(train_env, monkeypatch, tune_class_bias="true", epochs="1", pooling="cls")
+    assert res.class_bias is not None and len(res.class_bias) == 3 and res.class_bias[0] == 0.0
+    assert res.best_dev_macro_f1 >= res.dev_macro_f1_before_bias
+    # the saved classifier bias carries the offsets: removing them gives the untuned model back
+    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()[200:]
+    texts = [r["text"] for r in rows]
+    tuned = predict_proba(res.model, res.tokenizer, texts, 16, s.train.max_length)
+    with torch.no_grad():
+        res.model.classifier.bias.sub_(torch.tensor(res.class_bias))
+    untuned = predict_proba(res.model, res.tokenizer, texts, 16, s.train.max_length)
+    expected = np.log(untuned) + np.asarray(res.class_bias)
+    expected -= np.log(np.exp(expected).sum(1, keepdims=True))
+    np.testing.assert_allclose(np.log(tuned), expected, atol=1e-4)
