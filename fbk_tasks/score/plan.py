@@ -14,11 +14,13 @@ of partition D only needs the version's output files under ``ds=D``: planning a 
 that night's outputs, never the whole history, and its memory and time do not grow with the
 number of nights already scored.
 
-**Bounded memory.** The set operations (unique, anti-join with what was processed, sort)
-run in DuckDB over the Parquet files with a memory cap (``score.duckdb_memory_mb``; beyond it
-DuckDB spills to ``<state_dir>/duckdb_tmp``), and the sorted ids stream out a batch at a time
-into one Parquet writer per shard, so a plan holds one batch of ids in Python, whatever the
-night's volume.
+**Bounded memory.** The set operations (unique, anti-join with what was processed, sort) are
+one DuckDB sort over the Parquet files with a memory cap (``score.duckdb_memory_mb``; beyond it
+DuckDB spills to ``<state_dir>/duckdb_tmp``), read back a batch at a time: the first row of
+each id decides (:func:`_plan_sql`), and the kept ids go to one Parquet writer per shard, so a
+plan holds one batch of ids in Python, whatever the night's volume. Each plan row also says
+where the id's first curated row is (``curated_file``, ``curated_row``), so scoring finds the
+rows with a sort of its own plan instead of a join with the whole night.
 """
 
 from __future__ import annotations
@@ -195,6 +197,17 @@ def plan_tag(model_ref: ModelRef, run_id: str, sorted_ids: Iterable[str]) -> str
     return h.tag()
 
 
+# A plan file: the shard's review ids, sorted, each with where its (first) curated row is:
+# ``curated_file`` a 1-based index into ShardSpec.files, ``curated_row`` the row in that file.
+PLAN_COLUMNS = ["review_id", "curated_file", "curated_row"]
+
+
+def _plan_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("review_id", pa.string()), ("curated_file", pa.int32()), ("curated_row", pa.int64())])
+
+
 class _PlanHasher:
     """:func:`plan_tag`, fed a batch of UTF-8 ids at a time (same digest)."""
 
@@ -232,11 +245,13 @@ class _ShardPlanWriter:
         self._writer: Any = None
         self._tmp: Path | None = None
 
-    def write(self, ids: Any, ids_utf8: list[bytes]) -> None:
+    def write(self, rows: Any, ids_utf8: list[bytes]) -> None:
+        """``rows``: a record batch of :data:`PLAN_COLUMNS`, sorted by review_id, after the
+        rows written so far; ``ids_utf8`` its ids encoded (hashed into the tag)."""
         self.hasher.update(ids_utf8)
-        self.rows += len(ids)
-        self._pending.append(ids)
-        self._pending_rows += len(ids)
+        self.rows += rows.num_rows
+        self._pending.append(rows)
+        self._pending_rows += rows.num_rows
         if self._pending_rows >= self.ROW_GROUP_IDS:
             self._flush()
 
@@ -246,7 +261,7 @@ class _ShardPlanWriter:
 
         if not self._pending_rows:
             return
-        table = pa.table({"review_id": pa.chunked_array(self._pending, type=pa.string())})
+        table = pa.Table.from_batches(self._pending).cast(_plan_schema())
         if self._writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._tmp = self.folder / f".shard-{self.shard}-of-{self.n_shards}.parquet.tmp-{uuid.uuid4().hex}"
@@ -280,14 +295,51 @@ class _ShardPlanWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-def _todo_sql(curated: list[Path], done: list[Path]) -> str:
-    """Sorted distinct non-null review ids of the ``curated`` files minus those of the version
-    in the ``done`` output files. DuckDB with ``COLLATE C`` compares VARCHAR byte-wise, which
-    for UTF-8 is Python's code-point order: the plan files keep the order they always had."""
-    todo = f"(SELECT DISTINCT review_id FROM read_parquet({_files_sql(curated)}) WHERE review_id IS NOT NULL)"
+def _plan_sql(curated: list[Path], done: list[Path]) -> str:
+    """One ORDER BY, no hash operator: every non-null curated id with its place (1-based index
+    into ``curated``, row in that file), plus the version's ids in the ``done`` output files
+    with place (0, 0), sorted by (review_id, file, row). So in each id's group the first row is
+    a ``done`` row when the version already processed it, else the id's first curated row in
+    file order (:func:`plan_shards` keeps those). DuckDB's external sort is what spills most
+    reliably under the cap (hash joins and aggregates failed with Out of Memory where a sort of
+    the same rows did not). ``COLLATE C`` compares byte-wise, which for UTF-8 is Python's
+    code-point order: plan files keep the order they always had."""
+    listed = _files_sql(curated)
+    rows = (f"SELECT review_id, list_position({listed}, filename)::INTEGER AS curated_file, file_row_number AS curated_row "
+            f"FROM read_parquet({listed}, filename = true, file_row_number = true) WHERE review_id IS NOT NULL")
     if done:
-        todo = f"(SELECT c.review_id FROM {todo} c ANTI JOIN {_version_ids_sql(done)} d ON c.review_id = d.review_id)"
-    return f"SELECT review_id FROM {todo} t ORDER BY review_id COLLATE C"
+        rows += f" UNION ALL SELECT review_id, 0, 0 FROM {_version_ids_sql(done)} d WHERE review_id IS NOT NULL"
+    return f"SELECT review_id, curated_file, curated_row FROM ({rows}) t ORDER BY review_id COLLATE C, curated_file, curated_row"
+
+
+def _first_in_group(ids: Any, previous: str | None) -> Any:
+    """For a batch of ``ids`` sorted (nulls last) and continuing a stream whose last id so far was
+    ``previous``: a numpy bool per row, True where the row starts a new id (null = null)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    first = np.ones(n, dtype=bool)
+    if not n:
+        return first
+    head = ids[0].as_py()
+    first[0] = not (previous is not None and head == previous) and not (previous is _NULL_ID and head is None)
+    if n > 1:
+        a, b = ids.slice(1), ids.slice(0, n - 1)
+        same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+        first[1:] = ~same.to_numpy(zero_copy_only=False)
+    return first
+
+
+_NULL_ID = object()  # "the stream's last id was null" for _first_in_group
+
+
+def _last_id(ids: Any, previous: Any) -> Any:
+    """The stream's last id after this batch (``_NULL_ID`` for null)."""
+    if not len(ids):
+        return previous
+    last = ids[len(ids) - 1].as_py()
+    return _NULL_ID if last is None else last
 
 
 def plan_shards(
@@ -304,11 +356,12 @@ def plan_shards(
     With ``rescore`` every curated review is planned again (backfill with the current champion).
     Only shards with work are returned. A review id appearing twice is planned once.
 
-    Per partition, DuckDB computes the sorted distinct ids minus what the version already
-    processed *in that partition* (see the module docstring: ids are unique across
-    partitions), under ``score.duckdb_memory_mb``; the result streams out in batches of
-    ``score.scan_batch_rows``, the shard of each id (:func:`shard_of`) is computed per batch,
-    and each shard's ids go to its own plan file (sorted, hashed into ``plan_tag`` on the way).
+    Per partition, DuckDB sorts the curated ids with what the version already processed *in
+    that partition* (see the module docstring: ids are unique across partitions), under
+    ``score.duckdb_memory_mb``; the result streams out in batches of ``score.scan_batch_rows``,
+    the first row of each id says whether to plan it and where its first curated row is, the
+    shard of each id (:func:`shard_of`) is computed per batch, and each shard's rows go to its
+    own plan file (sorted by id, hashed into ``plan_tag`` on the way).
     """
     import numpy as np
     import pyarrow as pa
@@ -330,17 +383,25 @@ def plan_shards(
                 settings, model_ref.version, [part_ds], rejected=True)
             writers = [_ShardPlanWriter(plan_dir / f"ds={part_ds}", k, n, model_ref, run_id) for k in range(n)]
             try:
-                reader = con.sql(_todo_sql(files, done), params=params if done else None).to_arrow_reader(settings.score.scan_batch_rows)
+                reader = con.sql(_plan_sql(files, done), params=params if done else None).to_arrow_reader(settings.score.scan_batch_rows)
+                previous: Any = None
                 for batch in reader:
                     ids = batch.column(0).cast(pa.string())
                     if not len(ids):
                         continue
-                    utf8 = [rid.encode("utf-8") for rid in ids.to_pylist()]
+                    first = _first_in_group(ids, previous)
+                    previous = _last_id(ids, previous)
+                    # an id's first row is a curated one (file >= 1) unless the version already processed it
+                    keep = first & (batch.column(1).to_numpy(zero_copy_only=False) > 0)
+                    if not keep.any():
+                        continue
+                    todo = pa.RecordBatch.from_arrays([ids, batch.column(1), batch.column(2)], names=PLAN_COLUMNS).filter(pa.array(keep))
+                    utf8 = [rid.encode("utf-8") for rid in todo.column(0).to_pylist()]
                     shard_no = np.fromiter((_shard_of_utf8(b, n) for b in utf8), dtype=np.int64, count=len(utf8))
                     for k in np.unique(shard_no).tolist():
                         mask = shard_no == k
-                        writers[k].write(ids.filter(pa.array(mask)), [b for b, m in zip(utf8, mask) if m])
-                    del utf8, ids, batch
+                        writers[k].write(todo.filter(pa.array(mask)), [b for b, m in zip(utf8, mask) if m])
+                    del utf8, ids, batch, todo
                 committed = [(k, w.rows, *w.commit()) for k, w in enumerate(writers) if w.rows]
             finally:
                 for w in writers:

@@ -75,72 +75,111 @@ def _clean_text(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _matches_sql(files: list[str], plan_file: str) -> str:
-    """(file index, row number in that file, position in the plan) of every curated row whose
-    review_id is planned, in file order then row order. DuckDB joins the curated ids (only that
-    column is read) with the plan under ``score.duckdb_memory_mb`` and sorts these three
-    integers; no text goes through the join or the sort."""
-    from fbk_tasks.score.plan import _files_sql
+def _matches_sql(files: list[str], plan_file: str, present: list[str]) -> str:
+    """(curated file: 1-based in ``files``, row in that file, position in the plan, planned
+    review_id) of every planned id, sorted by file then row: where to find each planned review
+    (``present``: those of ``files`` that still exist).
 
-    listed = _files_sql(files)
-    return (f"SELECT list_position({listed}, c.filename)::BIGINT AS fidx, c.file_row_number AS row, p.pos "
-            f"FROM read_parquet({listed}, filename = true, file_row_number = true) c "
-            f"JOIN (SELECT review_id, file_row_number AS pos FROM read_parquet({_files_sql([plan_file])}, file_row_number = true)) p "
+    A plan file says where each id's first curated row was at planning time
+    (``curated_file``/``curated_row``), so this is one sort of the shard's own rows, no join:
+    DuckDB's external sort is what spills most reliably under the cap (the hash join this
+    replaced failed with Out of Memory on a 10M-review night at 256 MiB). Plan files written
+    before those columns existed are matched with that join."""
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.score.plan import PLAN_COLUMNS, _files_sql
+
+    plan = _files_sql([plan_file])
+    if set(PLAN_COLUMNS) <= set(pq.read_schema(plan_file).names):
+        return (f"SELECT curated_file::BIGINT AS fidx, curated_row AS row, file_row_number AS pos, review_id "
+                f"FROM read_parquet({plan}, file_row_number = true) ORDER BY fidx, row")
+    return (f"SELECT list_position({_files_sql(files)}, c.filename)::BIGINT AS fidx, c.file_row_number AS row, p.pos, p.review_id "
+            f"FROM read_parquet({_files_sql(present)}, filename = true, file_row_number = true) c "
+            f"JOIN (SELECT review_id, file_row_number AS pos FROM read_parquet({plan}, file_row_number = true)) p "
             f"ON c.review_id = p.review_id ORDER BY fidx, row")
 
 
 def _iter_planned_batches(settings: Settings, spec: ShardSpec, con: Any) -> Iterator[tuple[list[str], list[Any], Any]]:
     """Stream (review_ids, texts, positions in the plan file) of the planned ids from the
-    shard's curated files, batch by batch, in file order then row order (deterministic).
+    shard's curated files, batch by batch, in file order then row order (deterministic: the
+    order the pyarrow scan of these files had).
 
-    Two streams, both a batch at a time: DuckDB's sorted (file, row, plan position) of the
-    matching rows (:func:`_matches_sql`), and each curated file read with pyarrow in batches of
-    ``score.scan_batch_rows``; the rows of a file batch that the match stream names are taken.
-    Nothing here grows with the shard: no set of the planned ids lives in Python or Arrow."""
+    Two streams, both a batch at a time: the planned rows' places sorted by (file, row)
+    (:func:`_matches_sql`), and each curated file read with pyarrow in batches of
+    ``score.scan_batch_rows``; the rows of a file batch that the place stream names are taken,
+    and kept only if they still hold the planned id (a curated file replaced since planning
+    leaves its ids unmatched: ``missing_from_curated``). Nothing here grows with the shard."""
     import numpy as np
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = [f for f in spec.files if Path(f).exists()]
-    if not files:
-        return
     batch_rows = settings.score.scan_batch_rows
-    matches = con.sql(_matches_sql(files, spec.plan_file)).to_arrow_reader(batch_rows)
-    # the pending part of the match stream, as numpy columns
+    present = [f for f in spec.files if Path(f).exists()]
+    if not present:
+        return
+    matches = con.sql(_matches_sql(list(spec.files), spec.plan_file, present)).to_arrow_reader(batch_rows)
+    # the pending part of the place stream
     m_file = m_row = m_pos = np.empty(0, dtype=np.int64)
+    m_ids: list[Any] = []  # Arrow arrays, concatenated on use
 
     def refill() -> bool:
-        nonlocal m_file, m_row, m_pos
+        nonlocal m_file, m_row, m_pos, m_ids
         for b in matches:
             if b.num_rows:
                 m_file = np.concatenate([m_file, b.column(0).to_numpy(zero_copy_only=False).astype(np.int64)])
                 m_row = np.concatenate([m_row, b.column(1).to_numpy(zero_copy_only=False).astype(np.int64)])
                 m_pos = np.concatenate([m_pos, b.column(2).to_numpy(zero_copy_only=False).astype(np.int64)])
+                m_ids = [_concat_strings(m_ids + [b.column(3)])]
                 return True
         return False
 
-    for fidx, path in enumerate(files, start=1):  # list_position is 1-based
+    def drop(k: int) -> None:
+        nonlocal m_file, m_row, m_pos, m_ids
+        m_file, m_row, m_pos = m_file[k:], m_row[k:], m_pos[k:]
+        m_ids = [m_ids[0].slice(k)] if m_ids else []
+
+    for fidx, path in enumerate(spec.files, start=1):  # the plan's curated_file is 1-based
         if not len(m_file) and not refill():
-            return  # no match left in any file
+            return  # nothing planned is left
         if m_file[0] > fidx:
             continue  # nothing planned in this file
+        if not Path(path).exists():  # gone since planning: its planned ids stay unseen (missing)
+            while m_file[-1] == fidx and refill():
+                pass
+            drop(int(np.searchsorted(m_file, fidx, side="right")))
+            continue
         offset = 0
         with pq.ParquetFile(path) as pf:
             for batch in pf.iter_batches(batch_size=batch_rows, columns=["review_id", "text"]):
                 end = offset + batch.num_rows
-                # every match inside this batch must be pending (the stream is sorted by file, row)
+                # every place inside this batch must be pending (the stream is sorted by file, row)
                 while (m_file[-1] == fidx and m_row[-1] < end) and refill():
                     pass
-                k = int(np.searchsorted(m_file, fidx, side="right"))  # pending matches in this file
+                k = int(np.searchsorted(m_file, fidx, side="right"))  # pending places in this file
                 k = int(np.searchsorted(m_row[:k], end, side="left"))  # ... inside this batch
                 if k:
                     picked = batch.take(m_row[:k] - offset)
-                    yield picked.column(0).to_pylist(), picked.column(1).to_pylist(), m_pos[:k]
-                    m_file, m_row, m_pos = m_file[k:], m_row[k:], m_pos[k:]
+                    same = pc.fill_null(pc.equal(picked.column(0), m_ids[0].slice(0, k)), False).to_numpy(zero_copy_only=False)
+                    if not same.all():
+                        log.warning("%s: %d planned rows hold another review id now; left as missing", path, int((~same).sum()))
+                        picked = picked.filter(same)
+                    yield picked.column(0).to_pylist(), picked.column(1).to_pylist(), m_pos[:k][same]
+                    drop(k)
                 offset = end
                 if not len(m_file) and not refill():
                     return
                 if m_file[0] != fidx:
                     break  # the rest of this file holds nothing planned
+        # places past the end of the file (it was replaced by a shorter one): missing
+        while len(m_file) and m_file[-1] == fidx and refill():
+            pass
+        drop(int(np.searchsorted(m_file, fidx, side="right")))
+
+
+def _concat_strings(arrays: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_arrays([a.cast(pa.string()) for a in arrays])
 
 
 class _StreamingScores:
@@ -160,12 +199,30 @@ class _StreamingScores:
         self.tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
         self.writer = pq.ParquetWriter(str(self.tmp), self.schema, compression="zstd")
         self.rows = 0
+        self._pending: list[Any] = []
+        self._pending_rows = 0
+
+    # Predictions are buffered into row groups of this many rows: a row group per predict call
+    # (score.batch_size rows) made the writer's footer metadata, which it holds until close,
+    # grow with the shard (thousands of row groups on a million-review shard).
+    ROW_GROUP_ROWS = 65_536
 
     def write(self, batch: Any) -> None:
-        self.writer.write_batch(batch.replace_schema_metadata(self.schema.metadata))
+        self._pending.append(batch.replace_schema_metadata(self.schema.metadata))
+        self._pending_rows += batch.num_rows
         self.rows += batch.num_rows
+        if self._pending_rows >= self.ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending_rows:
+            self.writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema), row_group_size=self._pending_rows)
+        self._pending, self._pending_rows = [], 0
 
     def commit(self) -> str | None:
+        self._flush()
         self.writer.close()
         try:
             if self.rows == 0:
@@ -340,7 +397,8 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     ``shard.model.uri`` when not given, and its serving backend chosen (:func:`prepare_model`;
     pass ``backend`` with a model already prepared). Rows stream from Parquet in batches of
     ``score.batch_size``, and predictions stream into the scores file (:class:`_StreamingScores`).
-    The planned ids are matched to curated rows by DuckDB under ``score.duckdb_memory_mb``
+    The plan file says where each planned review's curated row is; DuckDB sorts those places
+    under ``score.duckdb_memory_mb`` and the texts stream from the files
     (:func:`_iter_planned_batches`), so memory does not grow with the shard beyond one byte per
     planned id (which planned ids were seen) and the rejected rows. Every planned review ends
     up in exactly one of the two output files; the result's counts satisfy
@@ -477,46 +535,78 @@ def verify_outputs(settings: Settings, model: ModelRef, specs: list[ShardSpec]) 
     before an earlier day's), the same id could be scored once in each partition, and this
     check would not see it.
 
-    The checks are DuckDB queries over the Parquet files under ``score.duckdb_memory_mb``
-    (spilling beyond it), so memory does not grow with the night's volume."""
-    from fbk_tasks.score.plan import _files_sql, _version_ids_sql
+    The checks are one DuckDB sort over the Parquet files under ``score.duckdb_memory_mb``
+    (every score, rejection and planned row of the scope, tagged by source, ordered by
+    review_id), counted per id a batch at a time in numpy: memory does not grow with the
+    night's volume, and the only DuckDB operator is the external sort, which spills most
+    reliably (a version of this with hash aggregates and joins needed more than the cap)."""
+    import numpy as np
+
+    from fbk_tasks.score.plan import _files_sql, _first_in_group, _last_id, _version_ids_sql
 
     partitions = sorted({s.ds for s in specs})
     scored_files = partition_output_files(settings, model.version, partitions, rejected=False)
     rejected_files = partition_output_files(settings, model.version, partitions, rejected=True)
-    scored, rejected = _version_ids_sql(scored_files), _version_ids_sql(rejected_files)
-    # DuckDB refuses parameters that the statement does not use (no file: no filter)
-    params = {"model_name": model.name, "model_version": model.version} if scored_files or rejected_files else None
     plans = [s.plan_file for s in specs]
-    planned = f"(SELECT DISTINCT review_id FROM read_parquet({_files_sql(plans)}))" if plans else _version_ids_sql([])
-    sql = f"""
-        WITH s AS {scored}, r AS {rejected},
-             s_u AS (SELECT review_id FROM s GROUP BY review_id),
-             r_u AS (SELECT review_id FROM r GROUP BY review_id)
-        SELECT
-          (SELECT count(*) FROM s) AS s_rows,
-          (SELECT count(*) FROM s_u) AS s_unique,
-          (SELECT count(*) FROM r) AS r_rows,
-          (SELECT count(*) FROM r_u) AS r_unique,
-          (SELECT count(*) FROM s_u SEMI JOIN r_u ON s_u.review_id = r_u.review_id) AS both_,
-          (SELECT count(*) FROM {planned} p
-             ANTI JOIN (SELECT review_id FROM s_u UNION ALL SELECT review_id FROM r_u) o
-             ON p.review_id = o.review_id) AS missing
-    """
-    with duckdb_connection(settings) as con:
-        s_rows, s_unique, r_rows, r_unique, both, missing = con.sql(sql, params=params).fetchall()[0]
+    parts = []
+    if scored_files:
+        parts.append(f"SELECT review_id, 0::TINYINT AS src FROM {_version_ids_sql(scored_files)} s")
+    if rejected_files:
+        parts.append(f"SELECT review_id, 1::TINYINT AS src FROM {_version_ids_sql(rejected_files)} r")
+    if plans:
+        parts.append(f"SELECT review_id, 2::TINYINT AS src FROM read_parquet({_files_sql(plans)})")
+    # DuckDB refuses parameters that the statement does not use (no output file: no filter)
+    params = {"model_name": model.name, "model_version": model.version} if scored_files or rejected_files else None
+    # per review id: rows in scores, rows in rejections, rows in the plans
+    totals = dict.fromkeys(("s_rows", "s_unique", "r_rows", "r_unique", "both", "missing"), 0)
+
+    def count(groups: Any) -> None:  # groups: (k, 3) counts of complete id groups
+        ns, nr, npl = groups[:, 0], groups[:, 1], groups[:, 2]
+        totals["s_rows"] += int(ns.sum())
+        totals["s_unique"] += int((ns > 0).sum())
+        totals["r_rows"] += int(nr.sum())
+        totals["r_unique"] += int((nr > 0).sum())
+        totals["both"] += int(((ns > 0) & (nr > 0)).sum())
+        totals["missing"] += int(((npl > 0) & (ns == 0) & (nr == 0)).sum())
+
+    if parts:
+        sql = " UNION ALL ".join(parts)
+        sql = f"SELECT review_id, src FROM ({sql}) t ORDER BY review_id COLLATE C NULLS LAST"
+        with duckdb_connection(settings) as con:
+            carry = np.zeros(3, dtype=np.int64)  # counts of the id group still open at the end of the last batch
+            previous: Any = None
+            for batch in con.sql(sql, params=params).to_arrow_reader(settings.score.scan_batch_rows):
+                if not batch.num_rows:
+                    continue
+                ids = batch.column(0)
+                first = _first_in_group(ids, previous)
+                previous = _last_id(ids, previous)
+                group = np.cumsum(first)  # 0: rows continuing the open group; 1..g: groups starting here
+                src = batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64)
+                counts = np.zeros((int(group[-1]) + 1, 3), dtype=np.int64)
+                np.add.at(counts, (group, src), 1)
+                counts[0] += carry
+                if group[-1] == 0:  # the whole batch continues the open group
+                    carry = counts[0]
+                    continue
+                # complete: the open group (if it had rows) and every group but the last one
+                done_groups = counts[:-1] if counts[0].any() else counts[1:-1]
+                count(done_groups)
+                carry = counts[-1]
+            if carry.any():
+                count(carry[None, :])
     problems = []
-    if s_rows != s_unique:
-        problems.append(f"{s_rows - s_unique} duplicate score rows")
-    if r_rows != r_unique:
-        problems.append(f"{r_rows - r_unique} duplicate rejection rows")
-    if both:
-        problems.append(f"{both} reviews both scored and rejected")
-    if missing:
-        problems.append(f"{missing} planned reviews have no output row")
+    if totals["s_rows"] != totals["s_unique"]:
+        problems.append(f"{totals['s_rows'] - totals['s_unique']} duplicate score rows")
+    if totals["r_rows"] != totals["r_unique"]:
+        problems.append(f"{totals['r_rows'] - totals['r_unique']} duplicate rejection rows")
+    if totals["both"]:
+        problems.append(f"{totals['both']} reviews both scored and rejected")
+    if totals["missing"]:
+        problems.append(f"{totals['missing']} planned reviews have no output row")
     if problems:
         raise ReconciliationError(f"model {model.name} v{model.version}: " + "; ".join(problems))
-    return {"version_scored_in_partitions": int(s_unique), "version_rejected_in_partitions": int(r_unique)}
+    return {"version_scored_in_partitions": totals["s_unique"], "version_rejected_in_partitions": totals["r_unique"]}
 
 
 def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True) -> dict[str, Any]:

@@ -284,9 +284,12 @@ def test_reconciliation_ignores_other_versions_rows_in_scope(lake):
 def test_shard_matching_agrees_with_scan_order_dedup_and_missing(settings, monkeypatch):
     """Rows stream in curated file order, then row order; a re-delivered id is scored once (its
     first row); a planned id whose file disappeared is rejected as missing; row groups and
-    scan batches of odd sizes change nothing."""
-    from fbk_tasks.score.run import _iter_planned_batches
+    scan batches of odd sizes change nothing. The same with a plan file of the earlier format
+    (review_id only: matched by a join)."""
+    import dataclasses
+
     from fbk_tasks.score.plan import duckdb_connection
+    from fbk_tasks.score.run import _iter_planned_batches
 
     s = _settings(monkeypatch, shards=1, scan_batch_rows=3, batch_size=4)
     f1 = _curated(s, "2026-06-01", [f"id{i:02d}" for i in range(20, 0, -1)], name="part-1", row_group_size=4)
@@ -294,34 +297,55 @@ def test_shard_matching_agrees_with_scan_order_dedup_and_missing(settings, monke
     f3 = _curated(s, "2026-06-01", ["gone1", "gone2"], name="part-3")
     (spec,) = plan_shards(s, "2026-06-01", REF, run_id="r", scored_at=AT)
     assert spec.n_planned == 24
+    plan = pq.read_table(spec.plan_file)
+    assert plan.column_names == ["review_id", "curated_file", "curated_row"]
+    where = {r["review_id"]: (r["curated_file"], r["curated_row"]) for r in plan.to_pylist()}
+    assert where["id05"] == (1, 15) and where["zz2"] == (2, 3) and where["gone2"] == (3, 1)  # first rows, 1-based files
     f3.unlink()  # planned, then lost from curated storage
 
     # reference: the earlier pyarrow scan (files in order, rows in order, first occurrence)
-    planned = set(pq.read_table(spec.plan_file).column(0).to_pylist())
+    planned = set(plan.column(0).to_pylist())
     expected, seen = [], set()
     for f in (f1, f2):
         for rid, text in zip(*pq.read_table(f, columns=["review_id", "text"]).to_pydict().values()):
             if rid in planned and rid not in seen:
                 seen.add(rid)
                 expected.append((rid, text))
-    got = []
-    plan_ids = pq.read_table(spec.plan_file).column(0).to_pylist()
-    with duckdb_connection(s) as con:
-        for ids, texts, pos in _iter_planned_batches(s, spec, con):
-            assert [plan_ids[p] for p in pos] == ids
-            got.extend(zip(ids, texts))
-    first = []
-    for rid, text in got:
-        if rid not in {r for r, _ in first}:
-            first.append((rid, text))
-    assert first == expected and len(got) == len(expected) + 3  # id05 twice more, id07 once more
+    legacy = spec.plan_file.replace(".parquet", "-legacy.parquet")
+    pq.write_table(plan.select(["review_id"]), legacy)
+    plan_ids = plan.column(0).to_pylist()
+    for sp in (spec, dataclasses.replace(spec, plan_file=legacy)):
+        got = []
+        with duckdb_connection(s) as con:
+            for ids, texts, pos in _iter_planned_batches(s, sp, con):
+                assert [plan_ids[p] for p in pos] == ids
+                got.extend(zip(ids, texts))
+        first = []
+        for rid, text in got:
+            if rid not in {r for r, _ in first}:
+                first.append((rid, text))
+        assert first == expected
+        assert len(got) == len(expected) + (3 if sp.plan_file == legacy else 0)  # the join also finds the re-deliveries
+        result = score_shard(s, sp, model=_Model())
+        assert (result.planned, result.scored, result.rejected) == (24, 22, 2)
+        assert result.rejected_by_reason == {"missing_from_curated": 2}
+        assert pq.read_table(result.scores_file).column("review_id").to_pylist() == [r for r, _ in expected]
+        assert pq.read_table(result.rejected_file).column("review_id").to_pylist() == ["gone1", "gone2"]
 
+
+def test_shard_leaves_rows_of_a_replaced_curated_file_missing(settings, monkeypatch):
+    """The plan says where each id's row was; a curated file rewritten since planning (other
+    ids at those rows, or fewer rows) leaves its planned ids missing instead of scoring
+    another review under their id."""
+    s = _settings(monkeypatch, shards=1, scan_batch_rows=2)
+    _curated(s, "2026-06-02", ["a1", "a2", "a3"], name="part-1")
+    f2 = _curated(s, "2026-06-02", ["b1", "b2", "b3", "b4"], name="part-2")
+    (spec,) = plan_shards(s, "2026-06-02", REF, run_id="r", scored_at=AT)
+    pq.write_table(pq.read_table(f2).slice(1, 2), f2)  # now b2, b3: every row moved, b4 gone
     result = score_shard(s, spec, model=_Model())
-    assert (result.planned, result.scored, result.rejected) == (24, 22, 2)
-    assert result.rejected_by_reason == {"missing_from_curated": 2}
-    assert pq.read_table(result.scores_file).column("review_id").to_pylist() == [r for r, _ in expected]
-    rej = pq.read_table(result.rejected_file).to_pydict()
-    assert rej["review_id"] == ["gone1", "gone2"]
+    assert (result.planned, result.scored, result.rejected) == (7, 3, 4)
+    assert pq.read_table(result.scores_file).column("review_id").to_pylist() == ["a1", "a2", "a3"]
+    assert pq.read_table(result.rejected_file).column("review_id").to_pylist() == ["b1", "b2", "b3", "b4"]
 
 
 def test_small_memory_cap_same_results(lake, monkeypatch):
@@ -361,3 +385,27 @@ def test_retry_comparison_streams_across_row_group_layouts(tmp_path):
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"junk")
     assert not _same_rows_streamed(junk, same)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 3, 5])
+def test_reconciliation_counts_across_streamed_batches(lake, monkeypatch, batch_rows):
+    """Per-id counting carries an id's group across DuckDB's streamed batches: with every
+    problem at once and batches of 1-5 rows, the verdict equals the Arrow reference."""
+    from fbk_tasks.settings import load_settings
+
+    s, ref, specs, _ = _scored_run(lake)
+    monkeypatch.setenv("FBK_SCORE__SCAN_BATCH_ROWS", str(batch_rows))
+    s = load_settings()
+    day1 = output_files(s, ref.version, rejected=False, ds="2026-03-01")[0]
+    shutil.copy(day1, day1.with_name(f"part-{ref.version}-8-copy.parquet"))  # duplicate score rows
+    rej_file = output_files(s, ref.version, rejected=True, ds="2026-03-01")[0]
+    rej = pq.read_table(rej_file)
+    pq.write_table(rej.slice(0, 1), rej_file.with_name(f"part-{ref.version}-8-copy.parquet"))  # one duplicate rejection
+    extra = rej.slice(0, 1).to_pylist()[0]
+    extra["review_id"] = pq.read_table(day1).column("review_id")[0].as_py()
+    pq.write_table(pa.Table.from_pylist([extra], schema=rej.schema), rej_file.with_name(f"part-{ref.version}-9-both.parquet"))
+    output_files(s, ref.version, rejected=False, ds="2026-03-02")[0].unlink()  # day 2's scores missing
+    problems = _new_verify(s, ref, specs)
+    assert problems == _old_verify(s, ref, specs)
+    assert [p.split(" ", 1)[1] for p in problems] == ["duplicate score rows", "duplicate rejection rows",
+                                                      "reviews both scored and rejected", "planned reviews have no output row"]
