@@ -92,6 +92,16 @@ class TrainSettings(_Section):
         description="After fine-tuning, add per-class offsets to the classifier bias that maximise dev macro-F1 "
         "(n_classes - 1 numbers, grid search; the checkpoint stays a plain model).",
     )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1,
+        description="Exponential moving average of the trainable weights (e.g. 0.995; None: off): dev evaluation, "
+        "early stopping and the saved model use the averaged weights.",
+    )
+    layer_lr_decay: float = Field(
+        1.0, gt=0, le=1,
+        description="Layer-wise learning-rate decay: a layer k levels below the head trains at learning_rate * this^k "
+        "(1: one rate for all; BERT-style models only).",
+    )
     max_train_samples: int | None = Field(None, ge=1, description="Cap on training rows (quick runs, demo).")
     min_rows_per_class: int = Field(20, ge=1, description="Fewer labelled rows in a present class refuses training.")
     golden_fraction: Share = Field(0.2, description="Share of labelled rows taken (once) as the golden set.")
@@ -160,6 +170,11 @@ class ScoreSettings(_Section):
     duckdb_memory_mb: int = Field(256, ge=64, description="Memory cap (MiB) of the DuckDB sorts that plan a scoring run, find a shard's planned rows in curated storage and reconcile the outputs; beyond it DuckDB spills to <data>/state/duckdb_tmp. A cap too small for the night fails with DuckDB's Out of Memory error (128 and 256 ran 10M reviews a night).")
     onnx: bool = Field(True, description="Export each transformer candidate to ONNX (fp32) inside its pyfunc and check it against PyTorch on the golden set.")
     onnx_int8: bool = Field(True, description="Also export a dynamically int8-quantised ONNX model and check it the same way.")
+    onnx_int8_recheck_margin: float = Field(
+        0.15, ge=0, lt=1,
+        description="Serving int8: rows whose top-two class-probability margin is below this are scored again by the fp32 "
+        "export (0: off). The golden-set check runs the same way and the margin is stored with the export.",
+    )
     onnx_max_f1_drop: float = Field(0.005, ge=-1, le=1, description="Largest golden macro-F1 loss (vs PyTorch) an ONNX export may have to be served (a negative value demands a gain: no export is served).")
     onnx_min_agreement: Share = Field(0.98, description="Smallest golden label agreement with PyTorch an ONNX export needs to be served.")
     onnx_min_speedup: float = Field(1.0, ge=0, description="An export is served only if, timed on the golden set at registration, it ran at least this many times as fast as PyTorch (0: no speed condition).")

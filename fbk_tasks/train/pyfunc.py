@@ -60,6 +60,9 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         self.onnx_meta: dict[str, Any] | None = None
         self._model: Any = None
         self._session: Any = None
+        self._recheck_session: Any = None
+        self.recheck_margin = 0.0
+        self.rechecked_rows = 0
         if self.kind == "transformer":
             from transformers import AutoConfig, AutoTokenizer
 
@@ -109,13 +112,20 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
 
             if torch.cuda.is_available():  # a GPU worker: PyTorch on the GPU beats ONNX on the CPU
                 backend = "torch"
-        self._session = None
+        self._session = self._recheck_session = None
+        self.recheck_margin = 0.0
         if backend in FILES:
             try:
                 self._session = onnx_session(Path(self.onnx_dir) / FILES[backend], threads)
+                margin = float((self.onnx_meta or {}).get("int8_recheck_margin") or 0.0)
+                if backend == "onnx_int8" and margin > 0:  # served as it was checked: low-margin rows again in fp32
+                    self._recheck_session = onnx_session(Path(self.onnx_dir) / FILES["onnx_fp32"], threads)
+                    self.recheck_margin = margin
             except Exception as exc:  # e.g. onnxruntime missing on this worker
                 logging.getLogger(__name__).warning("cannot open the %s export (%s); serving PyTorch", backend, exc)
                 backend = "torch"
+                self._session = self._recheck_session = None
+                self.recheck_margin = 0.0
         if backend == "torch" and threads:
             import torch
 
@@ -128,8 +138,13 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
             return np.zeros((0, len(self.classes)))
         if self.kind == "transformer":
             if self._session is not None:
-                from fbk_tasks.score.onnx import onnx_predict_proba
+                from fbk_tasks.score.onnx import onnx_predict_proba, recheck_predict_proba
 
+                if self._recheck_session is not None:
+                    proba, self.rechecked_rows = recheck_predict_proba(
+                        self._session, self._recheck_session, self.tokenizer, texts, max_length=self.max_length,
+                        batch_size=self.batch_size, margin=self.recheck_margin)
+                    return proba
                 return onnx_predict_proba(self._session, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size)
             from fbk_tasks.train.transformer import predict_proba
 

@@ -127,7 +127,7 @@ def log_onnx_export(settings: Settings, model: Any, tokenizer: Any, golden: Any,
                             max_length=t.max_length, batch_size=t.eval_batch_size, quantize=s.onnx_int8,
                             max_f1_drop=s.onnx_max_f1_drop, min_agreement=s.onnx_min_agreement, threads=s.threads,
                             torch_predict=torch_predict if s.onnx_min_speedup > 0 else None,
-                            min_speedup=s.onnx_min_speedup)
+                            min_speedup=s.onnx_min_speedup, int8_recheck_margin=s.onnx_int8_recheck_margin)
     mlflow.log_metrics(metrics_of(meta))
     mlflow.set_tags(tags_of(meta))
     mlflow.log_dict(meta, "evaluation/onnx_check.json")

@@ -250,6 +250,36 @@ class FineTuneResult:
     dev_macro_f1_before_bias: float | None = None
 
 
+def layer_depth(name: str, n_layers: int) -> int:
+    """Depth of a BERT-style parameter for layer-wise learning-rate decay: 0 for the embeddings,
+    i + 1 for ``encoder.layer.i``, ``n_layers + 1`` (the head) for everything else (pooler,
+    classifier)."""
+    if ".embeddings." in f".{name}":
+        return 0
+    marker = "encoder.layer."
+    if marker in name:
+        idx = name.split(marker, 1)[1].split(".", 1)[0]
+        if idx.isdigit():
+            return min(int(idx) + 1, n_layers + 1)
+    return n_layers + 1
+
+
+def ema_update(shadow: list, params: list, decay: float, step: int) -> None:
+    """shadow <- d * shadow + (1 - d) * params, with d = min(decay, (1 + step) / (10 + step)) so
+    the average is not dominated by the initial weights in the first steps."""
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(shadow, [p.detach() for p in params], 1.0 - d)
+
+
+def _swap_weights(shadow: list, params: list) -> None:
+    with torch.no_grad():
+        for s_, p in zip(shadow, params):
+            tmp = p.detach().clone()
+            p.copy_(s_)
+            s_.copy_(tmp)
+
+
 class _Encoded(torch.utils.data.Dataset):
     def __init__(self, ids: list[list[int]], labels: np.ndarray):
         self.ids, self.labels = ids, labels
@@ -303,10 +333,14 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
-    groups = [
-        {"params": [p for n, p in trainable if not any(k in n for k in no_decay)], "weight_decay": t.weight_decay},
-        {"params": [p for n, p in trainable if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    groups: dict[tuple[float, float], list] = {}
+    for n, p in trainable:
+        lr = t.learning_rate * t.layer_lr_decay ** (n_layers + 1 - layer_depth(n, n_layers))
+        wd = 0.0 if any(k in n for k in no_decay) else t.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    ema = [p.detach().clone() for p in params] if t.ema_decay else None
     optimizer = torch.optim.AdamW(groups, lr=t.learning_rate, **({"fused": True} if t.fused_adamw else {}))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(round(t.warmup_ratio * total_steps)), total_steps)
 
@@ -354,6 +388,8 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema_update(ema, params, t.ema_decay, step)
             step += 1
             seen += len(labels)
             running += loss.detach().item()
@@ -366,6 +402,8 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         if bar is not None:
             bar.close()
         epoch_seconds.append(time.perf_counter() - ep_start)
+        if ema is not None:
+            _swap_weights(ema, params)  # evaluate (and keep as best) the averaged weights
         dev_proba = predict_proba(model, tokenizer, dev_texts, t.eval_batch_size, t.max_length, device)
         dev_pred = np.asarray(classes, dtype=object)[dev_proba.argmax(1)]
         dev_f1 = float(f1_score(list(dev_labels), dev_pred, labels=classes, average="macro", zero_division=0))
@@ -377,13 +415,16 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-            if bad_epochs > t.early_stopping_patience:
-                log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
-                break
+        if ema is not None:
+            _swap_weights(ema, params)  # back to the raw weights to go on training
+            model.train()
+        if bad_epochs > t.early_stopping_patience:
+            log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
+            break
         if step >= total_steps:
             break
     train_seconds = time.perf_counter() - start
-    if best_state is not None and best_epoch != history[-1]["epoch"]:
+    if best_state is not None and (ema is not None or best_epoch != history[-1]["epoch"]):
         model.load_state_dict(best_state)
     model.eval()
     class_bias, f1_before = None, None

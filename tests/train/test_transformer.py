@@ -131,3 +131,59 @@ def test_fine_tune_folds_the_tuned_offsets_into_the_classifier_bias(train_env, m
     expected = np.log(untuned) + np.asarray(res.class_bias)
     expected -= np.log(np.exp(expected).sum(1, keepdims=True))
     np.testing.assert_allclose(np.log(tuned), expected, atol=1e-4)
+
+
+def test_layer_depth_orders_embeddings_below_layers_below_the_head():
+    from fbk_tasks.train.transformer import layer_depth
+
+    assert layer_depth("bert.embeddings.LayerNorm.weight", 3) == 0
+    assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 3) == 1
+    assert layer_depth("bert.encoder.layer.2.output.dense.bias", 3) == 3
+    assert layer_depth("bert.pooler.dense.weight", 3) == 4
+    assert layer_depth("classifier.weight", 3) == 4
+
+
+def test_ema_update_is_a_warmed_up_moving_average():
+    from fbk_tasks.train.transformer import ema_update
+
+    shadow, param = [torch.zeros(3)], [torch.ones(3)]
+    ema_update(shadow, param, 0.99, step=0)  # d = min(0.99, 1/10): mostly the new weights
+    torch.testing.assert_close(shadow[0], torch.full((3,), 0.9))
+    ema_update(shadow, param, 0.5, step=1000)  # d = 0.5
+    torch.testing.assert_close(shadow[0], torch.full((3,), 0.95))
+    assert torch.equal(param[0], torch.ones(3))  # the live weights are never touched
+
+
+def test_fine_tune_with_ema_serves_the_averaged_weights_and_decays_lower_layers(train_env, monkeypatch):
+    from sklearn.metrics import f1_score
+
+    from fbk_tasks.train import transformer as tr
+
+    captured = {"calls": 0}
+    real_adamw, real_update = torch.optim.AdamW, tr.ema_update
+
+    def adamw_spy(groups, **kw):
+        captured["lrs"] = sorted({g["lr"] for g in groups})
+        return real_adamw(groups, **kw)
+
+    def update_spy(shadow, params, decay, step):
+        captured["calls"] += 1
+        captured["shadow"], captured["params"] = shadow, params
+        return real_update(shadow, params, decay, step)
+
+    monkeypatch.setattr(torch.optim, "AdamW", adamw_spy)
+    monkeypatch.setattr(tr, "ema_update", update_spy)
+    s, res = _fine_tune(train_env, monkeypatch, ema_decay="0.9", layer_lr_decay="0.5", epochs="1", pooling="cls",
+                        tune_class_bias="false", freeze_word_embeddings="false")
+    lr, n = s.train.learning_rate, res.model.config.num_hidden_layers
+    assert captured["lrs"] == pytest.approx(sorted(lr * 0.5**k for k in range(n + 2)))
+    assert captured["calls"] == res.steps > 1
+    # one epoch: the model returned holds the moving average, not the last step's weights
+    assert all(torch.equal(p.detach(), sh) for p, sh in zip(captured["params"], captured["shadow"]))
+    # and its dev macro-F1 is the one recorded
+    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()[200:]
+    proba = tr.predict_proba(res.model, res.tokenizer, [r["text"] for r in rows], 16, s.train.max_length)
+    classes = ["negative", "neutral", "positive"]
+    f1 = f1_score([r["label"] for r in rows], [classes[i] for i in proba.argmax(1)], labels=classes,
+                  average="macro", zero_division=0)
+    assert f1 == pytest.approx(res.best_dev_macro_f1, abs=1e-9)
