@@ -239,7 +239,8 @@ def recheck_predict_proba(int8_session, fp32_session, tokenizer, texts: Sequence
     """int8 probabilities, with the rows whose top-two margin is below ``margin`` predicted again
     by the fp32 export (``score.onnx_int8_recheck_margin``). Quantisation flips labels almost
     only near the decision boundary, so a small share of rows re-scored in fp32 brings the
-    labels back to fp32's. Returns (probabilities, rows re-scored)."""
+    labels back to fp32's. Without ``fp32_session`` (or with ``margin`` 0) these are the int8
+    session's probabilities alone. Returns (probabilities, rows re-scored)."""
     import numpy as np
 
     proba = onnx_predict_proba(int8_session, tokenizer, texts, max_length=max_length, batch_size=batch_size)
@@ -329,17 +330,14 @@ def export_and_check(
             session = sessions[name] = onnx_session(paths[name], threads)
             onnx_predict_proba(session, tokenizer, texts[:16], max_length=max_length, batch_size=batch_size)  # warm-up
             started = time.monotonic()
-            rechecked = None
-            if name == "onnx_int8" and recheck > 0:
-                proba, rechecked = recheck_predict_proba(session, sessions.get("onnx_fp32"), tokenizer, texts,
-                                                         max_length=max_length, batch_size=batch_size, margin=recheck)
-            else:
-                proba = onnx_predict_proba(session, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+            rechecking = name == "onnx_int8" and recheck > 0  # int8 is checked as it is served
+            proba, rechecked = recheck_predict_proba(session, sessions.get("onnx_fp32") if rechecking else None, tokenizer,
+                                                     texts, max_length=max_length, batch_size=batch_size, margin=recheck)
             rate = len(texts) / max(time.monotonic() - started, 1e-9)
             res = check_export(reference_proba, proba, y_true, max_f1_drop=max_f1_drop, min_agreement=min_agreement)
             res.update(file=Path(paths[name]).name, size_mib=round(Path(paths[name]).stat().st_size / 2**20, 2),
                        golden_rows_per_second=round(rate, 1))
-            if rechecked is not None:
+            if rechecking:
                 res.update(recheck_margin=recheck, rechecked_rows=rechecked,
                            rechecked_share=round(rechecked / max(len(texts), 1), 4))
             if torch_rate:

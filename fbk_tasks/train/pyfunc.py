@@ -62,7 +62,6 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         self._session: Any = None
         self._recheck_session: Any = None
         self.recheck_margin = 0.0
-        self.rechecked_rows = 0
         if self.kind == "transformer":
             from transformers import AutoConfig, AutoTokenizer
 
@@ -138,14 +137,13 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
             return np.zeros((0, len(self.classes)))
         if self.kind == "transformer":
             if self._session is not None:
-                from fbk_tasks.score.onnx import onnx_predict_proba, recheck_predict_proba
+                from fbk_tasks.score.onnx import recheck_predict_proba
 
-                if self._recheck_session is not None:
-                    proba, self.rechecked_rows = recheck_predict_proba(
-                        self._session, self._recheck_session, self.tokenizer, texts, max_length=self.max_length,
-                        batch_size=self.batch_size, margin=self.recheck_margin)
-                    return proba
-                return onnx_predict_proba(self._session, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size)
+                # without a re-check session (fp32 served, or int8 checked without it): the export alone
+                proba, _ = recheck_predict_proba(self._session, self._recheck_session, self.tokenizer, texts,
+                                                 max_length=self.max_length, batch_size=self.batch_size,
+                                                 margin=self.recheck_margin)
+                return proba
             from fbk_tasks.train.transformer import predict_proba
 
             model = self.model

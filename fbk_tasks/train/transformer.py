@@ -417,7 +417,6 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             bad_epochs += 1
         if ema is not None:
             _swap_weights(ema, params)  # back to the raw weights to go on training
-            model.train()
         if bad_epochs > t.early_stopping_patience:
             log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
             break
