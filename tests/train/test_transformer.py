@@ -187,3 +187,16 @@ def test_fine_tune_with_ema_serves_the_averaged_weights_and_decays_lower_layers(
     f1 = f1_score([r["label"] for r in rows], [classes[i] for i in proba.argmax(1)], labels=classes,
                   average="macro", zero_division=0)
     assert f1 == pytest.approx(res.best_dev_macro_f1, abs=1e-9)
+
+
+def test_fine_tune_records_the_emoji_rule_in_the_saved_tokenizer(train_env, monkeypatch, tmp_path):
+    from transformers import AutoTokenizer
+
+    from fbk_tasks.text.emoji import enabled
+    from fbk_tasks.train.transformer import save
+
+    _, res = _fine_tune(train_env, monkeypatch, epochs="1")
+    assert enabled(res.tokenizer)  # train.emoji_to_text defaults to on
+    assert enabled(AutoTokenizer.from_pretrained(save(res, tmp_path / "model")))
+    _, off = _fine_tune(train_env, monkeypatch, epochs="1", emoji_to_text="false")
+    assert not enabled(AutoTokenizer.from_pretrained(save(off, tmp_path / "off")))
