@@ -10,12 +10,15 @@ shopping: online_shopping_10_cats.csv.gz, 2 classes. Char 1-3 gram baseline, and
 speed:    training samples/s of fine-tune variants (fp32 / bf16 autocast / frozen word embeddings /
           mean-pooling layer) on the same airline batches, variants interleaved over rounds so that
           load from other jobs hits them alike; ratios against fp32 + [CLS] (the old default).
+emoji:    tokenizing the airline tweets with and without the emoji rule (train.emoji_to_text),
+          rounds interleaved: the ratio, and the tweets holding an [UNK] before and after.
 
 Prints one JSON line per model: macro-F1, accuracy, training seconds per epoch, samples/s.
 
     .venv/bin/python benchmarks/bench_train.py --part airline --epochs 2
     .venv/bin/python benchmarks/bench_train.py --part airline --set learning_rate=5e-5 --set pooling=cls
     .venv/bin/python benchmarks/bench_train.py --part speed
+    .venv/bin/python benchmarks/bench_train.py --part emoji
     .venv/bin/python benchmarks/bench_train.py --part shopping --pretrain-steps 2000
 """
 
@@ -277,9 +280,47 @@ def speed(args) -> list[dict]:
     return out
 
 
+def emoji(args) -> list[dict]:
+    """Cost and reach of the emoji rule (train.emoji_to_text) on the airline tweets: tokenizing
+    every tweet with and without it, rounds interleaved; [UNK]-holding tweets before and after."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from fbk_tasks.text.emoji import enable, model_texts
+    from fbk_tasks.train.transformer import resolve_base_model
+
+    texts = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["text"]).text.tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = resolve_base_model(_settings(Path(tmp)), "minilm")
+    plain, ruled = AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    table_start = time.perf_counter()
+    symbols = enable(ruled)
+    table_seconds = time.perf_counter() - table_start
+    times = {"without": [], "with": []}
+    for _ in range(args.speed_rounds):
+        for name, tok in (("without", plain), ("with", ruled)):
+            start = time.perf_counter()
+            tok(model_texts(tok, texts), truncation=True, max_length=64)
+            times[name].append(time.perf_counter() - start)
+    unk = plain.unk_token_id
+
+    def holding_unk(tok):
+        return int(sum(unk in ids for ids in tok(model_texts(tok, texts), add_special_tokens=False)["input_ids"]))
+
+    best = {k: min(v) for k, v in times.items()}
+    row = {"emoji_rule": {"tweets": len(texts), "symbols_rewritten": symbols, "table_build_seconds": round(table_seconds, 2),
+                          "tweets_changed": int(sum(a != b for a, b in zip(texts, model_texts(ruled, texts)))),
+                          "tweets_with_unk_before": holding_unk(plain), "tweets_with_unk_after": holding_unk(ruled),
+                          "tokenize_seconds_best_of_rounds": {k: round(v, 3) for k, v in best.items()},
+                          "with_vs_without": round(best["with"] / best["without"], 3),
+                          "microseconds_per_tweet_added": round((best["with"] - best["without"]) / len(texts) * 1e6, 1)}}
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["airline", "shopping", "speed", "all"], default="airline")
+    ap.add_argument("--part", choices=["airline", "shopping", "speed", "emoji", "all"], default="airline")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--patience", type=int, default=1)
     ap.add_argument("--max-train-samples", type=int, default=None)
@@ -303,6 +344,8 @@ def main() -> int:
         shopping(args)
     if args.part == "speed":
         speed(args)
+    if args.part == "emoji":
+        emoji(args)
     return 0
 
 
