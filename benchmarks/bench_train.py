@@ -65,7 +65,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 FINE_TUNE_KEYS = ("base_model", "batch_size", "max_length", "learning_rate", "epochs", "warmup_ratio", "weight_decay",
                   "class_weights", "tune_class_bias", "early_stopping_patience", "pooling", "freeze_word_embeddings", "cpu_bf16",
-                  "fused_adamw", "length_group_factor", "torch_threads", "emoji_to_text", "label_smoothing")
+                  "fused_adamw", "length_group_factor", "torch_threads", "emoji_to_text")
 
 
 def _config(s) -> dict:

@@ -87,13 +87,11 @@ class TrainSettings(_Section):
     seed: int = Field(13, description="Seed of splits, golden sample, batching and model init.")
     early_stopping_patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping.")
     class_weights: bool = Field(True, description="Balanced class weights in the fine-tune loss.")
-    label_smoothing: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Label smoothing of the fine-tune loss (0 = off; for crowd labels that annotators disagree on)."
-    )
     tune_class_bias: bool = Field(
-        True,
+        False,
         description="After fine-tuning, add per-class offsets to the classifier bias that maximise dev macro-F1 "
-        "(n_classes - 1 numbers, grid search; the checkpoint stays a plain model).",
+        "(n_classes - 1 numbers, grid search; the checkpoint stays a plain model). Off: over 8 airline runs they "
+        "changed test macro-F1 by -0.77 to +0.34 points, -0.08 on average.",
     )
     ema_decay: float | None = Field(
         None, gt=0, lt=1,

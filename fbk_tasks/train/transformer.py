@@ -333,7 +333,7 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         weights = torch.tensor(len(y) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     else:
         weights = None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=t.label_smoothing)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
