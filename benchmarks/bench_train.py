@@ -65,7 +65,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 FINE_TUNE_KEYS = ("base_model", "batch_size", "max_length", "learning_rate", "epochs", "warmup_ratio", "weight_decay",
                   "class_weights", "tune_class_bias", "early_stopping_patience", "pooling", "freeze_word_embeddings", "cpu_bf16",
-                  "fused_adamw", "length_group_factor", "torch_threads", "emoji_to_text")
+                  "fused_adamw", "length_group_factor", "torch_threads", "emoji_to_text", "rdrop_alpha", "label_confidence_power")
 
 
 def _config(s) -> dict:
@@ -87,25 +87,26 @@ def _scores(name: str, test: pd.DataFrame, pred, extra: dict) -> dict:
     return row
 
 
-def baseline(name: str, features: str, train: pd.DataFrame, test: pd.DataFrame, s) -> dict:
+def baseline(name: str, features: str, train: pd.DataFrame, test: pd.DataFrame, s, weights=None) -> dict:
     from fbk_tasks.train.baseline import build_pipeline
 
     pipe = build_pipeline(features, s.train, len(train))
     start = time.perf_counter()
-    pipe.fit(train.text.tolist(), train.label.tolist())
+    pipe.fit(train.text.tolist(), train.label.tolist(), **({} if weights is None else {"clf__sample_weight": weights}))
     secs = time.perf_counter() - start
     return _scores(name, test, pipe.predict(test.text.tolist()),
                    {"train_rows": len(train), "train_seconds": round(secs, 1), "samples_per_second": round(len(train) / secs, 1)})
 
 
 def fine_tune(name: str, fit: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame, classes: list[str], s,
-              base_model: str | None = None, extra: dict | None = None) -> dict:
+              base_model: str | None = None, extra: dict | None = None, weights=None) -> dict:
     import numpy as np
 
     from fbk_tasks.train.transformer import fine_tune as ft, predict_proba
 
     cpu0 = time.process_time()
-    res = ft(fit.text.tolist(), fit.label.tolist(), dev.text.tolist(), dev.label.tolist(), classes, s, base_model)
+    res = ft(fit.text.tolist(), fit.label.tolist(), dev.text.tolist(), dev.label.tolist(), classes, s, base_model,
+             train_weights=weights)
     cpu_seconds = time.process_time() - cpu0  # all threads: with other jobs on the machine, wall time overstates
     start = time.perf_counter()
     proba = predict_proba(res.model, res.tokenizer, test.text.tolist(), s.train.eval_batch_size, s.train.max_length)
@@ -158,16 +159,20 @@ def padding_report(texts: list[str], s) -> dict:
 
 
 def airline(args) -> list[dict]:
-    df = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["airline_sentiment", "text"])
-    df = df.rename(columns={"airline_sentiment": "label"}).dropna()
+    df = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["airline_sentiment", "airline_sentiment_confidence", "text"])
+    df = df.rename(columns={"airline_sentiment": "label", "airline_sentiment_confidence": "confidence"}).dropna()
     train, fit, dev, test = _split(df, args.max_train_samples)
     classes = ["negative", "neutral", "positive"]
     with tempfile.TemporaryDirectory() as tmp:
         s = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience, **_overrides(args.set))
         padding_report(fit.text.tolist(), s)
-        out = [baseline("airline baseline tfidf word 1-2 + LR", "word", train, test, s)]
+        power = s.train.label_confidence_power if args.confidence_power is None else args.confidence_power
+        out = [baseline("airline baseline tfidf word 1-2 + LR", "word", train, test, s,
+                        train.confidence.to_numpy() ** power if power else None)]
         if not args.skip_transformer:
-            out.append(fine_tune("airline MiniLM fine-tune", fit, dev, test, classes, s, "minilm", {"config": _config(s)}))
+            weights = fit.confidence.to_numpy() ** power if power else None
+            out.append(fine_tune("airline MiniLM fine-tune", fit, dev, test, classes, s, "minilm",
+                                 {"config": _config(s), "label_confidence_power": power}, weights))
     return out
 
 
@@ -328,6 +333,9 @@ def main() -> int:
     ap.add_argument("--skip-transformer", action="store_true")
     ap.add_argument("--fine-tune-rows", type=int, default=None,
                     help="shopping: fine-tune on this many labelled rows (pre-training still sees all training texts)")
+    ap.add_argument("--confidence-power", type=float, default=None,
+                    help="airline: weight each training row's loss by airline_sentiment_confidence (annotator agreement) "
+                    "to this power (default: train.label_confidence_power; 0: unweighted)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.* setting override (repeatable)")
     ap.add_argument("--speed-rounds", type=int, default=3, help="speed: rounds over the variants")
     ap.add_argument("--speed-steps", type=int, default=12, help="speed: timed steps per variant and round")

@@ -8,6 +8,8 @@ SENTIMENT_CLASSES: tuple[str, ...] = ("negative", "neutral", "positive")
 
 # Columns of curated reviews, in order. `label` is the sentiment label a source carries
 # (explicit column or derived from the star rating); null when the source has none.
+# `label_confidence` is the source's confidence in that label in [0, 1] (annotator agreement),
+# null when the source gives none (partitions written before it existed lack the column).
 CURATED_SCHEMA = pa.schema(
     [
         pa.field("review_id", pa.string(), nullable=False),
@@ -23,6 +25,7 @@ CURATED_SCHEMA = pa.schema(
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("label", pa.string()),
+        pa.field("label_confidence", pa.float64()),
         pa.field("row_number", pa.int64(), nullable=False),
         pa.field("ds", pa.string(), nullable=False),
     ]

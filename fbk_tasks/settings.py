@@ -98,6 +98,16 @@ class TrainSettings(_Section):
         description="Exponential moving average of the trainable weights (e.g. 0.995; None: off): dev evaluation, "
         "early stopping and the saved model use the averaged weights.",
     )
+    rdrop_alpha: float = Field(
+        0.0, ge=0,
+        description="R-Drop: each batch runs twice with different dropout and the two predictions are pulled "
+        "together by this weight on their symmetric KL divergence (0: off; doubles the training cost).",
+    )
+    label_confidence_power: float = Field(
+        1.0, ge=0, le=8,
+        description="Weight each training row's loss by its label_confidence (the source's annotator agreement, "
+        "see a mapping's label_confidence_column) to this power; rows without one weigh 1 (0: all rows weigh 1).",
+    )
     layer_lr_decay: float = Field(
         1.0, gt=0, le=1,
         description="Layer-wise learning-rate decay: a layer k levels below the head trains at learning_rate * this^k "

@@ -45,6 +45,10 @@ class SourceMapping(BaseModel):
     max_quarantine_share: float | None = Field(None, ge=0, le=1, description="Overrides ingest.max_quarantine_share for this source.")
     label_column: str | None = None
     label_values: dict[str, str] = Field(default_factory=dict, description="source label value -> class name")
+    label_confidence_column: str | None = Field(
+        None, description="Column with the annotators' confidence in the label, a number in [0, 1] (e.g. the share "
+        "of annotators who agreed); training can weight rows by it (train.label_confidence_power).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "SourceMapping":
@@ -63,6 +67,8 @@ class SourceMapping(BaseModel):
             raise ValueError(f"label_values: unknown class(es) {sorted(bad)}; allowed {list(SENTIMENT_CLASSES)}")
         if self.label_column and not self.label_values:
             raise ValueError("label_column needs label_values")
+        if self.label_confidence_column and not self.label_column:
+            raise ValueError("label_confidence_column needs label_column")
         return self
 
     def source_columns(self) -> dict[str, str]:
@@ -73,7 +79,7 @@ class SourceMapping(BaseModel):
         """Source columns a file must have: every mapped one (and the label column), or only
         the text (plus an id that cannot be derived) when the mapping's columns are optional."""
         if not self.columns_optional:
-            return list(self.source_columns().values()) + ([self.label_column] if self.label_column else [])
+            return list(self.source_columns().values()) + [c for c in (self.label_column, self.label_confidence_column) if c]
         cols = [self.columns["text"]]
         if self.columns.get("review_id") and self.id_from_content is False:
             cols.append(self.columns["review_id"])

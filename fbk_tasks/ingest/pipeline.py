@@ -302,6 +302,8 @@ def _quarantine_table(frame: pd.DataFrame, reasons: pd.Series, raw: list[str]) -
     # the original values, not the parsed ones, are what a person needs to fix a row
     out["rating"] = frame["raw_rating"].where(frame["raw_rating"].notna(), None) if "raw_rating" in frame else None
     out["created_at"] = frame["raw_created_at"].where(frame["raw_created_at"].notna(), None) if "raw_created_at" in frame else None
+    if "raw_label_confidence" in frame:
+        out["label_confidence"] = frame["raw_label_confidence"].where(frame["raw_label_confidence"].notna(), None)
     out["row_number"] = frame["row_number"].astype("Int64")
     out["reason"] = reasons
     out["raw_record"] = raw
@@ -380,7 +382,7 @@ def ingest_file(
         raw = raw_records(canon.source, parsed)
         if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
             raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
-        wanted = [c for c in (*QUARANTINE_STR_COLUMNS, "raw_rating", "raw_created_at", "row_number") if c in canon.frame]
+        wanted = [c for c in (*QUARANTINE_STR_COLUMNS, "raw_rating", "raw_created_at", "raw_label_confidence", "row_number") if c in canon.frame]
         atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons, raw), quarantine_path)
     else:
         quarantine_path.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ REASONS = (
     "text_too_long",
     "rating_invalid",
     "rating_out_of_range",
+    "label_confidence_invalid",
     "timestamp_unparseable",
     "timestamp_in_future",
     "language_unknown",
@@ -124,6 +125,17 @@ def parse_ratings(raw: pd.Series, scale: int) -> tuple[pd.Series, np.ndarray, np
     out_of_range = (present & num.notna() & ((num < 1) | (num > 5))).to_numpy(dtype=bool) & ~invalid
     rating = num.where(~(invalid | out_of_range)).astype("Int8")
     return rating, invalid, out_of_range, num.astype(float)
+
+
+def parse_confidences(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(confidence float, invalid mask). A confidence is a number in [0, 1]; empty is null (no
+    confidence), anything else ('high', 70, -0.1) is invalid, not guessed."""
+    text = raw.astype("string").str.strip()
+    num = pd.to_numeric(text, errors="coerce").astype(float)
+    present = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    ok = np.isfinite(num.to_numpy()) & (num.to_numpy() >= 0) & (num.to_numpy() <= 1)
+    invalid = present & ~ok
+    return pd.Series(np.where(ok, num.to_numpy(), np.nan), dtype=float), invalid
 
 
 def parse_timestamps(raw: pd.Series, fmt: str | None) -> tuple[pd.Series, np.ndarray]:
@@ -227,6 +239,11 @@ def to_canonical(
     by_rating = np.select([stars <= 2, stars == 3, stars >= 4], ["negative", "neutral", "positive"], default=None)
     frame.loc[from_rating, "label"] = by_rating[from_rating.to_numpy()]
     frame["label"] = _str_series(pa.array(frame["label"].astype(object).where(frame["label"].notna(), None), pa.string(), from_pandas=True))
+    raw_conf = _strip_or_null(_col(table, mapping.label_confidence_column), n)
+    confidence, confidence_invalid = parse_confidences(raw_conf)
+    # a confidence belongs to an explicit label: none for rows labelled from their rating or unlabelled
+    explicit = (~from_rating & frame["label"].notna()).to_numpy(dtype=bool)
+    frame["label_confidence"] = confidence.where(explicit).to_numpy(dtype=float)
 
     frame["row_number"] = table[ROW_NUMBER].to_numpy()
     frame["ds"] = ds
@@ -240,12 +257,14 @@ def to_canonical(
         "text_too_long": length > cfg.max_text_chars,
         "rating_invalid": rating_invalid,
         "rating_out_of_range": rating_oor,
+        "label_confidence_invalid": confidence_invalid,
         "timestamp_unparseable": ts_bad,
         "timestamp_in_future": ts_future,
         "language_unknown": (~empty) & ~pc.fill_null(pc.is_in(language, pa.array(list(cfg.allowed_languages), pa.string())), False).to_numpy(zero_copy_only=False),
     }
     frame["raw_rating"] = raw_rating
     frame["raw_created_at"] = raw_ts
+    frame["raw_label_confidence"] = raw_conf
     product_key = pc.coalesce(*products, pa.scalar(mapping.name, pa.string()))
     norm = pc.fill_null(normalize_for_dedup(text_out), "")
     frame["dedup_key"] = _str_series(pc.binary_join_element_wise(product_key.cast(norm.type), norm, "\x1f"))

@@ -49,11 +49,11 @@ class BaselineResult:
 
 
 def train_baseline(texts: list[str], labels: list[str], classes: list[str], language_share: dict[str, float],
-                   t: TrainSettings) -> BaselineResult:
+                   t: TrainSettings, sample_weight: np.ndarray | None = None) -> BaselineResult:
     features = choose_features(language_share)
     pipe = build_pipeline(features, t, len(texts))
     start = time.perf_counter()
-    pipe.fit(texts, labels)
+    pipe.fit(texts, labels, **({} if sample_weight is None else {"clf__sample_weight": np.asarray(sample_weight, dtype=float)}))
     secs = time.perf_counter() - start
     assert list(pipe.classes_) == sorted(classes)
     return BaselineResult(pipe, features, secs, len(texts) / max(secs, 1e-9))

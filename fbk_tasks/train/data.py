@@ -26,7 +26,7 @@ from fbk_tasks.settings import Settings
 log = logging.getLogger(__name__)
 
 # Columns kept for training, evaluation and slicing.
-KEEP_COLUMNS = ["review_id", "text", "label", "language", "product_category", "ds"]
+KEEP_COLUMNS = ["review_id", "text", "label", "label_confidence", "language", "product_category", "ds"]
 
 
 class TrainingDataError(ValueError):
@@ -72,6 +72,8 @@ class PreparedData:
     corrections_applied: int
     duplicates_dropped: int
     language_share: dict[str, float] = field(default_factory=dict)
+    train_rows_with_label_confidence: int = 0  # training rows whose source gave a label confidence
+    train_label_confidence_mean: float | None = None
 
     @property
     def train_path(self) -> Path:
@@ -94,6 +96,8 @@ class PreparedData:
             "data.corrections_applied": str(self.corrections_applied),
             "data.duplicates_dropped": str(self.duplicates_dropped),
             **{f"data.rows.{k}": str(v) for k, v in self.rows_per_class.items()},
+            "data.train_rows_with_label_confidence": str(self.train_rows_with_label_confidence),
+            "data.train_label_confidence_mean": str(self.train_label_confidence_mean),
         }
 
     def save(self) -> None:
@@ -131,8 +135,12 @@ def read_curated(settings: Settings, partitions: list[str]) -> pd.DataFrame:
     tables = []
     for ds in partitions:
         for f in sorted((settings.curated_dir / f"ds={ds}").glob("*.parquet")):
-            t = pq.read_table(f, columns=KEEP_COLUMNS)
-            tables.append(t.cast(pa.schema([CURATED_SCHEMA.field(c) for c in KEEP_COLUMNS])))
+            present = set(pq.read_schema(f).names)
+            t = pq.read_table(f, columns=[c for c in KEEP_COLUMNS if c in present])
+            for c in KEEP_COLUMNS:  # a partition written before a column existed: null there
+                if c not in present:
+                    t = t.append_column(c, pa.nulls(len(t), CURATED_SCHEMA.field(c).type))
+            tables.append(t.select(KEEP_COLUMNS).cast(pa.schema([CURATED_SCHEMA.field(c) for c in KEEP_COLUMNS])))
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in KEEP_COLUMNS})
     return pa.concat_tables(tables).to_pandas()
@@ -179,6 +187,7 @@ def load_labelled(settings: Settings, ds_from: str | None = None, ds_to: str | N
         new = df.loc[hit, "review_id"].map(corrections)
         applied = int((new != df.loc[hit, "label"]).sum())
         df.loc[hit, "label"] = new
+        df.loc[hit, "label_confidence"] = np.nan  # a person's correction is not weighed down by the source's doubt
     unlabelled = int(df["label"].isna().sum())
     df = df[df["label"].notna()].reset_index(drop=True)
     bad = sorted(set(df["label"]) - set(SENTIMENT_CLASSES))
@@ -190,6 +199,18 @@ def load_labelled(settings: Settings, ds_from: str | None = None, ds_to: str | N
         len(df), len(partitions), unlabelled, applied,
     )
     return LabelledData(df[KEEP_COLUMNS], partitions, rows_read, unlabelled, applied, duplicates)
+
+
+def row_weights(frame: pd.DataFrame, power: float) -> np.ndarray | None:
+    """Per-row training weights ``label_confidence ** power`` (rows without a confidence: 1), or
+    None when weighting is off (power 0) or no row carries a confidence."""
+    if not power or "label_confidence" not in frame or not frame["label_confidence"].notna().any():
+        return None
+    conf = frame["label_confidence"].astype(float).fillna(1.0).clip(0.0, 1.0).to_numpy()
+    weights = conf ** float(power)
+    if weights.sum() <= 0:
+        raise TrainingDataError("every training row has label_confidence 0: nothing to learn from")
+    return weights
 
 
 def class_scheme(labels: pd.Series | list[str]) -> list[str]:
@@ -329,6 +350,9 @@ def prepare_training_data(
         corrections_applied=labelled.corrections_applied,
         duplicates_dropped=labelled.duplicates_dropped,
         language_share={k: round(float(v), 4) for k, v in lang.items()},
+        train_rows_with_label_confidence=int(train["label_confidence"].notna().sum()),
+        train_label_confidence_mean=(round(float(train["label_confidence"].mean()), 4)
+                                     if train["label_confidence"].notna().any() else None),
     )
     prepared.save()
     return prepared

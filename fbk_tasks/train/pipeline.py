@@ -18,7 +18,7 @@ import pandas as pd
 
 from fbk_tasks.settings import Settings
 from fbk_tasks.train import registry
-from fbk_tasks.train.data import PreparedData, TrainingDataError, prepare_training_data
+from fbk_tasks.train.data import PreparedData, TrainingDataError, prepare_training_data, row_weights
 from fbk_tasks.train.evaluate import Evaluation, evaluate, plot_confusion
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,14 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
         label_map = {"kind": candidate, "classes": classes, "max_length": t.max_length, "batch_size": t.eval_batch_size}
         artifacts: dict[str, str] = {}
         metrics: dict[str, float] = {}
+        weights = row_weights(train, t.label_confidence_power)
+        if weights is not None:
+            metrics["train_row_weight_mean"] = float(weights.mean())
         if candidate == "baseline":
             from fbk_tasks.train.baseline import predict_proba, train_baseline
 
-            res = train_baseline(train["text"].tolist(), train["label"].tolist(), classes, prep.language_share, t)
+            res = train_baseline(train["text"].tolist(), train["label"].tolist(), classes, prep.language_share, t,
+                                 sample_weight=weights)
             mlflow.log_param("baseline.features", res.features)
             path = work / "baseline.joblib"
             joblib.dump(res.model, path)
@@ -113,7 +117,7 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
             from fbk_tasks.train import transformer as tr
 
             res = tr.fine_tune(train["text"].tolist(), train["label"].tolist(), dev["text"].tolist(),
-                               dev["label"].tolist(), classes, settings, base_model)
+                               dev["label"].tolist(), classes, settings, base_model, train_weights=weights)
             mlflow.log_params({"transformer.base_model_path": res.base_model, "transformer.device": res.device,
                                "transformer.threads": res.threads})
             for h in res.history:

@@ -281,20 +281,42 @@ def _swap_weights(shadow: list, params: list) -> None:
             s_.copy_(tmp)
 
 
+def batch_loss(logits: torch.Tensor, labels: torch.Tensor, row_weights: torch.Tensor, class_weights: torch.Tensor,
+               rdrop_alpha: float = 0.0) -> torch.Tensor:
+    """Cross-entropy as a weighted mean over the batch, each row weighing class weight x row weight
+    (with every row weight 1: exactly ``CrossEntropyLoss(weight=class_weights)``). With
+    ``rdrop_alpha`` the logits hold the batch twice (two dropout masks, rows in the same order):
+    the mean of both cross-entropies plus alpha x their symmetric KL divergence (R-Drop)."""
+    w = class_weights[labels] * row_weights
+    if rdrop_alpha:
+        a, b = logits.chunk(2)
+        la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+        ce = -(la.gather(1, labels[:, None]) + lb.gather(1, labels[:, None])).squeeze(1) / 2
+        kl = ((la.exp() * (la - lb)).sum(-1) + (lb.exp() * (lb - la)).sum(-1)) / 2
+        per_row = (ce + rdrop_alpha * kl) * w
+    else:
+        per_row = -torch.log_softmax(logits, -1).gather(1, labels[:, None]).squeeze(1) * w
+    return per_row.sum() / w.sum().clamp_min(1e-12)
+
+
 class _Encoded(torch.utils.data.Dataset):
-    def __init__(self, ids: list[list[int]], labels: np.ndarray):
-        self.ids, self.labels = ids, labels
+    def __init__(self, ids: list[list[int]], labels: np.ndarray, weights: np.ndarray):
+        self.ids, self.labels, self.weights = ids, labels, weights
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int):
-        return self.ids[i], int(self.labels[i])
+        return self.ids[i], int(self.labels[i]), float(self.weights[i])
 
 
 def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts: Sequence[str],
-              dev_labels: Sequence[str], classes: list[str], settings: Settings, base_model: str | None = None) -> FineTuneResult:
-    """Fine-tune and return the best (dev macro-F1) model, restored in memory."""
+              dev_labels: Sequence[str], classes: list[str], settings: Settings, base_model: str | None = None,
+              train_weights: Sequence[float] | None = None) -> FineTuneResult:
+    """Fine-tune and return the best (dev macro-F1) model, restored in memory.
+
+    ``train_weights``: one weight per training row (e.g. the annotators' confidence in its
+    label); each row's loss counts in proportion to it. None: all rows count alike."""
     from sklearn.metrics import f1_score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -333,7 +355,13 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         weights = torch.tensor(len(y) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     else:
         weights = None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    if train_weights is None:
+        row_w = np.ones(len(y), dtype=np.float32)
+    else:
+        row_w = np.asarray(train_weights, dtype=np.float32)
+        if row_w.shape != (len(y),) or not np.all(np.isfinite(row_w)) or (row_w < 0).any() or row_w.sum() <= 0:
+            raise ValueError(f"train_weights: need {len(y)} finite non-negative weights with a positive sum")
+    class_w = weights if weights is not None else torch.ones(len(classes), device=device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
@@ -351,10 +379,11 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
     pad_id = tokenizer.pad_token_id or 0
 
     def collate(items):
-        ids, mask = pad_batch([i for i, _ in items], pad_id)
-        return ids, mask, torch.tensor([lab for _, lab in items], dtype=torch.long)
+        ids, mask = pad_batch([i for i, _, _ in items], pad_id)
+        return (ids, mask, torch.tensor([lab for _, lab, _ in items], dtype=torch.long),
+                torch.tensor([w for _, _, w in items], dtype=torch.float32))
 
-    dataset = _Encoded(enc, y)
+    dataset = _Encoded(enc, y, row_w)
     rng = np.random.default_rng(t.seed)
     interactive = sys.stderr.isatty()
     best_f1, best_epoch, best_state, bad_epochs = -1.0, 0, None, 0
@@ -380,13 +409,15 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
 
             bar = tqdm(total=min(batches_per_epoch, total_steps - step), desc=f"epoch {epoch}", leave=False)
         running = 0.0
-        for i, (ids, mask, labels) in enumerate(loader, 1):
+        for i, (ids, mask, labels, row_weights) in enumerate(loader, 1):
             if step >= total_steps:
                 break
-            ids, mask, labels = (x.to(device, non_blocking=True) for x in (ids, mask, labels))
+            ids, mask, labels, row_weights = (x.to(device, non_blocking=True) for x in (ids, mask, labels, row_weights))
+            if t.rdrop_alpha:  # the batch twice in one pass: two dropout masks
+                ids, mask = torch.cat([ids, ids]), torch.cat([mask, mask])
             with _autocast(device, cpu_bf16):
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = loss_fn(logits.float(), labels)
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            loss = batch_loss(logits, labels, row_weights, class_w, t.rdrop_alpha)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -395,7 +426,7 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             if ema is not None:
                 ema_update(ema, params, t.ema_decay, step)
             step += 1
-            seen += len(labels)
+            seen += len(labels)  # rows, not passes: R-Drop's second pass is cost, not throughput
             running += loss.detach().item()
             if bar is not None:
                 bar.update(1)

@@ -124,6 +124,34 @@ def test_row_level_corpus(settings, tmp_path, monkeypatch):
     assert ledger["pii_email"].sum() >= 1 and ledger["pii_phone"].sum() >= 1
 
 
+def test_label_confidence_is_kept_or_quarantined_with_its_value(settings, tmp_path):
+    """A source's confidence in its label: a number in [0, 1] is kept beside the label, anything
+    else quarantines the row with reason label_confidence_invalid and the value as written; a
+    label derived from the rating carries no confidence."""
+    settings.ingest.max_quarantine_share = 1.0
+    header = HEADER + ["label", "label_confidence"]
+    rows = [
+        _row("c1", "Kettle boils fast, good value") + ["positive", "0.6667"],
+        _row("c2", "Kettle leaks from the lid seam") + ["negative", ""],
+        _row("c3", "Kettle is fine I suppose, nothing more") + ["neutral", "high"],
+        _row("c4", "Kettle switch broke after a week") + ["negative", "1.5"],
+        _row("c5", "Kettle arrived on time and works") + ["", "0.5"],
+    ]
+    report = _ingest(settings, tmp_path, "confidence.csv", _csv(rows, header=header).encode("utf-8"))
+    curated, quarantine = _reconciles(settings, report)
+    cur = curated.set_index("review_id")
+    assert sorted(cur.index) == ["c1", "c2", "c5"]
+    assert cur.loc["c1", "label_confidence"] == pytest.approx(0.6667)
+    assert pd.isna(cur.loc["c2", "label_confidence"])
+    assert cur.loc["c5", "label"] == "positive" and pd.isna(cur.loc["c5", "label_confidence"])  # from the rating
+    q = quarantine.set_index("review_id")
+    assert sorted(q.index) == ["c3", "c4"]
+    assert set(q["reason"]) == {"label_confidence_invalid"}
+    assert q.loc["c3", "label_confidence"] == "high" and q.loc["c4", "label_confidence"] == "1.5"
+    (f,) = report.files
+    assert f.rows_quarantined == 2
+
+
 # -- file-level cases ----------------------------------------------------------------------------
 def _good_rows(n=5, prefix="g"):
     return [_row(f"{prefix}{i}", f"Solid kettle {prefix} number {i}, boils quickly") for i in range(n)]

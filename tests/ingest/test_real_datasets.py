@@ -32,6 +32,12 @@ def test_real_dataset_ingests_and_reconciles(settings, name, rows, source):
     curated = pq.read_table(settings.curated_dir / "ds=2026-02-01").to_pandas()
     assert len(curated) == f.rows_curated and curated["review_id"].is_unique
     assert curated["label"].notna().mean() > (0.3 if source == "amazon_datafiniti" else 0.99)
+    conf = curated["label_confidence"]
+    if source == "airline_tweets":  # annotator agreement, carried for every labelled tweet
+        assert conf.notna().all() and conf.between(0, 1).all()
+        assert 0.6 < (conf == 1.0).mean() < 0.8 and conf.min() < 0.5
+    else:
+        assert conf.isna().all()
     if f.rows_quarantined:
         q = pq.read_table(settings.quarantine_dir / "ds=2026-02-01").to_pandas()
         assert len(q) == f.rows_quarantined and q["reason"].str.len().min() > 0

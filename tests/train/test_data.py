@@ -17,6 +17,7 @@ from fbk_tasks.train.data import (
     current_golden,
     load_labelled,
     prepare_training_data,
+    row_weights,
     take_golden,
 )
 from fbk_tasks.train.evaluate import evaluate, expected_calibration_error
@@ -55,6 +56,43 @@ def test_assembly_applies_corrections_drops_unlabelled_and_filters_range(setting
     assert frame.loc[rid, "label"] == new
     assert load_labelled(s, ds_from="2026-11-02").partitions == ["2026-11-05"]
     assert load_labelled(s, ds_to="2026-11-01").partitions == ["2026-11-01"]
+
+
+def test_label_confidence_is_read_reset_by_corrections_and_absent_from_older_partitions(settings):
+    """Partitions written before label_confidence existed read as null; a correction clears the
+    source's confidence (the person's label weighs fully); the training split carries it."""
+    s = _settings(settings)
+    old = make_reviews(30, ds="2026-11-01", seed=1)
+    write_partition(s.curated_dir, old.drop_columns(["label_confidence"]))  # the pre-column layout
+    new = make_reviews(60, ds="2026-11-05", seed=2)
+    conf = [0.67 if i % 2 else 1.0 for i in range(60)]
+    new = new.set_column(new.schema.get_field_index("label_confidence"), "label_confidence", pa.array(conf, pa.float64()))
+    write_partition(s.curated_dir, new)
+    corrected = new.column("review_id")[1].as_py()  # confidence 0.67
+    s.labels_dir.mkdir(parents=True)
+    pd.DataFrame({"review_id": [corrected], "label": ["neutral"]}).to_csv(s.labels_dir / "fix.csv", index=False)
+
+    frame = load_labelled(s).frame.set_index("review_id")
+    assert frame.loc[frame["ds"] == "2026-11-01", "label_confidence"].isna().all()
+    assert pd.isna(frame.loc[corrected, "label_confidence"])
+    assert (frame.loc[frame["ds"] == "2026-11-05", "label_confidence"].dropna() > 0.6).all()
+    assert frame["label_confidence"].notna().sum() == 59
+
+    prep = prepare_training_data(s)
+    train = pd.read_parquet(prep.train_path)
+    assert prep.train_rows_with_label_confidence == int(train["label_confidence"].notna().sum()) > 0
+    assert 0.67 < prep.train_label_confidence_mean < 1.0
+    assert PreparedData.load(prep.dir).train_rows_with_label_confidence == prep.train_rows_with_label_confidence
+
+
+def test_row_weights_are_confidence_to_the_power_and_one_without_it():
+    frame = pd.DataFrame({"label_confidence": [1.0, 0.5, None, 0.0]})
+    assert row_weights(frame, 2.0).tolist() == [1.0, 0.25, 1.0, 0.0]
+    assert row_weights(frame, 0.0) is None  # off
+    assert row_weights(pd.DataFrame({"label_confidence": [None, None]}), 2.0) is None  # no source gave one
+    assert row_weights(pd.DataFrame({"text": ["a"]}), 2.0) is None  # prepared before the column existed
+    with pytest.raises(TrainingDataError, match="label_confidence 0"):
+        row_weights(pd.DataFrame({"label_confidence": [0.0, 0.0]}), 1.0)
 
 
 @pytest.mark.parametrize(

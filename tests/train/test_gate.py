@@ -165,3 +165,31 @@ def test_golden_refresh_retakes_and_rescores_the_champion(train_env, capsys):
     # a candidate trained before the refresh is not gated against the new golden set
     verdict = gate_candidates(s, [pending])["verdicts"][pending["version"]]
     assert verdict["verdict"] == "refused" and "golden set changed" in verdict["reason"]
+
+
+def test_label_confidence_weights_reach_the_candidate_run(train_env, monkeypatch):
+    """train.label_confidence_power > 0: the run trains on label_confidence ** power and logs the
+    mean row weight; power 0 trains unweighted and logs none."""
+    import pyarrow as pa
+
+    from fbk_tasks.train.data import PreparedData
+
+    monkeypatch.setenv("FBK_TRAIN__LABEL_CONFIDENCE_POWER", "2")
+    s = train_env()
+    t = make_reviews(240, seed=9)
+    conf = pa.array([0.5 if i % 2 else 1.0 for i in range(240)], pa.float64())
+    write_partition(s.curated_dir, t.set_column(t.schema.get_field_index("label_confidence"), "label_confidence", conf))
+    prepared = assemble(s)
+    train = pd.read_parquet(PreparedData.load(prepared).train_path)
+    expected = float((train["label_confidence"] ** 2).mean())
+    assert 0.25 < expected < 1.0
+
+    run = registry.client_for(s).get_run(train_candidate(s, prepared, "baseline")["run_id"])
+    assert run.data.params["train.label_confidence_power"] == "2.0"
+    assert run.data.params["data.train_rows_with_label_confidence"] == str(len(train))
+    assert run.data.metrics["train_row_weight_mean"] == pytest.approx(expected)
+
+    monkeypatch.setenv("FBK_TRAIN__LABEL_CONFIDENCE_POWER", "0")
+    s = train_env()
+    run = registry.client_for(s).get_run(train_candidate(s, assemble(s), "baseline")["run_id"])
+    assert "train_row_weight_mean" not in run.data.metrics

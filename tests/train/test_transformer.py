@@ -93,6 +93,61 @@ def test_mean_pooling_fine_tune_learns_the_templates(train_env, monkeypatch, bf1
     assert res.history[0]["dev_macro_f1"] > 0.8
 
 
+def test_row_weights_let_a_fine_tune_ignore_rows_it_should_not_trust(train_env, monkeypatch):
+    """Every training template also appears with a wrong label. Weighted 0, the wrong copies are
+    ignored and the model learns the templates; unweighted, the contradiction leaves it guessing."""
+    from fbk_tasks.train.transformer import fine_tune
+
+    monkeypatch.setenv("FBK_TRAIN__FREEZE_WORD_EMBEDDINGS", "false")
+    s = train_env()
+    classes = ["negative", "neutral", "positive"]
+    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    wrong = [classes[(classes.index(lab) + 1) % 3] for lab in labels[:200]]
+    train_texts, train_labels = texts[:200] * 2, labels[:200] + wrong
+    weights = [1.0] * 200 + [0.0] * 200
+    weighted = fine_tune(train_texts, train_labels, texts[200:], labels[200:], classes, s, train_weights=weights)
+    plain = fine_tune(train_texts, train_labels, texts[200:], labels[200:], classes, s)
+    assert weighted.best_dev_macro_f1 > 0.8
+    assert plain.best_dev_macro_f1 < weighted.best_dev_macro_f1 - 0.2
+    with pytest.raises(ValueError, match="train_weights"):
+        fine_tune(train_texts, train_labels, texts[200:], labels[200:], classes, s, train_weights=[1.0] * 10)
+
+
+def test_batch_loss_is_class_weighted_cross_entropy_and_rdrop_adds_the_disagreement():
+    from fbk_tasks.train.transformer import batch_loss
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    cw, rw = torch.tensor([0.5, 2.0, 1.3]), torch.rand(8)
+    plain = torch.nn.CrossEntropyLoss(weight=cw)(logits, labels)
+    assert torch.allclose(batch_loss(logits, labels, torch.ones(8), cw), plain)
+    per_row = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")(logits, labels)
+    assert torch.allclose(batch_loss(logits, labels, rw, cw), (per_row * rw).sum() / (cw[labels] * rw).sum())
+    # R-Drop: two identical passes cost nothing extra; two that disagree cost more
+    assert torch.allclose(batch_loss(torch.cat([logits, logits]), labels, torch.ones(8), cw, 1.0), plain)
+    other = logits + torch.randn(8, 3)
+    mean_ce = (plain + torch.nn.CrossEntropyLoss(weight=cw)(other, labels)) / 2
+    assert batch_loss(torch.cat([logits, other]), labels, torch.ones(8), cw, 1.0) > mean_ce + 0.01
+
+
+def test_rdrop_fine_tune_runs_each_batch_twice_and_learns(train_env, monkeypatch):
+    from transformers import BertForSequenceClassification
+
+    sizes = []
+    forward = BertForSequenceClassification.forward
+
+    def spy(self, *a, **kw):
+        if self.training:
+            sizes.append(kw["input_ids"].shape[0])
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", spy)
+    s, res = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", freeze_word_embeddings="false", batch_size="16")
+    assert sizes and sizes[0] == 32 and all(n % 2 == 0 for n in sizes)
+    assert res.samples_per_second > 0 and res.history[-1]["dev_macro_f1"] > 0.8
+
+
 def test_tune_class_bias_moves_the_boundary_to_the_macro_f1_optimum():
     import numpy as np
 
