@@ -160,19 +160,19 @@ def padding_report(texts: list[str], s) -> dict:
 
 def airline(args) -> list[dict]:
     df = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["airline_sentiment", "airline_sentiment_confidence", "text"])
-    df = df.rename(columns={"airline_sentiment": "label", "airline_sentiment_confidence": "confidence"}).dropna()
+    df = df.rename(columns={"airline_sentiment": "label", "airline_sentiment_confidence": "label_confidence"}).dropna()
     train, fit, dev, test = _split(df, args.max_train_samples)
     classes = ["negative", "neutral", "positive"]
     with tempfile.TemporaryDirectory() as tmp:
         s = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience, **_overrides(args.set))
         padding_report(fit.text.tolist(), s)
+        from fbk_tasks.train.data import row_weights
+
         power = s.train.label_confidence_power if args.confidence_power is None else args.confidence_power
-        out = [baseline("airline baseline tfidf word 1-2 + LR", "word", train, test, s,
-                        train.confidence.to_numpy() ** power if power else None)]
+        out = [baseline("airline baseline tfidf word 1-2 + LR", "word", train, test, s, row_weights(train, power))]
         if not args.skip_transformer:
-            weights = fit.confidence.to_numpy() ** power if power else None
             out.append(fine_tune("airline MiniLM fine-tune", fit, dev, test, classes, s, "minilm",
-                                 {"config": _config(s), "label_confidence_power": power}, weights))
+                                 {"config": _config(s), "label_confidence_power": power}, row_weights(fit, power)))
     return out
 
 

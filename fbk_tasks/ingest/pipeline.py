@@ -294,16 +294,18 @@ def _curated_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(out, schema=CURATED_SCHEMA, preserve_index=False)
 
 
+# quarantine column -> the value as the source wrote it (the parsed one is null or rescaled where
+# the value was bad: the original is what a person needs to fix the row)
+RAW_VALUE_COLUMNS = {"rating": "raw_rating", "created_at": "raw_created_at", "label_confidence": "raw_label_confidence"}
+
+
 def _quarantine_table(frame: pd.DataFrame, reasons: pd.Series, raw: list[str]) -> pa.Table:
     out = pd.DataFrame(index=frame.index)
     for c in QUARANTINE_STR_COLUMNS:
         col = frame[c] if c in frame else pd.Series([None] * len(frame), index=frame.index)
         out[c] = col.astype(object).where(col.notna(), None).map(lambda v: None if v is None else str(v))
-    # the original values, not the parsed ones, are what a person needs to fix a row
-    out["rating"] = frame["raw_rating"].where(frame["raw_rating"].notna(), None) if "raw_rating" in frame else None
-    out["created_at"] = frame["raw_created_at"].where(frame["raw_created_at"].notna(), None) if "raw_created_at" in frame else None
-    if "raw_label_confidence" in frame:
-        out["label_confidence"] = frame["raw_label_confidence"].where(frame["raw_label_confidence"].notna(), None)
+    for col, src in RAW_VALUE_COLUMNS.items():
+        out[col] = frame[src].where(frame[src].notna(), None) if src in frame else None
     out["row_number"] = frame["row_number"].astype("Int64")
     out["reason"] = reasons
     out["raw_record"] = raw
@@ -382,7 +384,7 @@ def ingest_file(
         raw = raw_records(canon.source, parsed)
         if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
             raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
-        wanted = [c for c in (*QUARANTINE_STR_COLUMNS, "raw_rating", "raw_created_at", "raw_label_confidence", "row_number") if c in canon.frame]
+        wanted = [c for c in (*QUARANTINE_STR_COLUMNS, *RAW_VALUE_COLUMNS.values(), "row_number") if c in canon.frame]
         atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons, raw), quarantine_path)
     else:
         quarantine_path.unlink(missing_ok=True)

@@ -131,11 +131,10 @@ def parse_confidences(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """(confidence float, invalid mask). A confidence is a number in [0, 1]; empty is null (no
     confidence), anything else ('high', 70, -0.1) is invalid, not guessed."""
     text = raw.astype("string").str.strip()
-    num = pd.to_numeric(text, errors="coerce").astype(float)
+    num = pd.to_numeric(text, errors="coerce").astype(float).to_numpy()
     present = (text.notna() & (text != "")).to_numpy(dtype=bool)
-    ok = np.isfinite(num.to_numpy()) & (num.to_numpy() >= 0) & (num.to_numpy() <= 1)
-    invalid = present & ~ok
-    return pd.Series(np.where(ok, num.to_numpy(), np.nan), dtype=float), invalid
+    ok = np.isfinite(num) & (num >= 0) & (num <= 1)
+    return pd.Series(np.where(ok, num, np.nan), dtype=float), present & ~ok
 
 
 def parse_timestamps(raw: pd.Series, fmt: str | None) -> tuple[pd.Series, np.ndarray]:

@@ -352,16 +352,15 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
 
     if t.class_weights:
         counts = np.bincount(y, minlength=len(classes)).astype(float)
-        weights = torch.tensor(len(y) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+        class_w = torch.tensor(len(y) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     else:
-        weights = None
+        class_w = torch.ones(len(classes), device=device)
     if train_weights is None:
         row_w = np.ones(len(y), dtype=np.float32)
     else:
         row_w = np.asarray(train_weights, dtype=np.float32)
         if row_w.shape != (len(y),) or not np.all(np.isfinite(row_w)) or (row_w < 0).any() or row_w.sum() <= 0:
             raise ValueError(f"train_weights: need {len(y)} finite non-negative weights with a positive sum")
-    class_w = weights if weights is not None else torch.ones(len(classes), device=device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
