@@ -126,6 +126,12 @@ class TrainSettings(_Section):
     pretrain_language: str = Field("zh", description="Language of the curated text used for pre-training.")
     pretrain_vocab_size: int = Field(8000, ge=100, description="WordPiece vocabulary size of pre-training.")
     pretrain_steps: int = Field(2000, ge=1, description="Masked-LM optimisation steps.")
+    pretrain_from: str | None = Field(
+        None,
+        description="None: a new WordPiece tokenizer and small BERT from scratch. 'minilm', a local directory or a hub id: "
+        "continue masked-LM training of that BERT-style model (its tokenizer kept) on the curated text "
+        "(task-adaptive pre-training); use a smaller pretrain_learning_rate (1e-4) then.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present, else CPU.")
     torch_threads: int | None = Field(None, ge=1, description="Default: the number of cores.")
     eval_batch_size: int = Field(64, ge=1, description="Batch size for dev/golden evaluation and pyfunc prediction.")

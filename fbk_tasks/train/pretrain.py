@@ -1,7 +1,9 @@
-"""Domain pre-training for languages without a suitable base model.
+"""Domain pre-training for languages without a suitable base model, and continued pre-training.
 
 A WordPiece tokenizer trained on curated text of ``train.pretrain_language``, a small
-``BertForMaskedLM`` built from a config, masked-LM training for ``train.pretrain_steps``; the
+``BertForMaskedLM`` built from a config, masked-LM training for ``train.pretrain_steps``; or, with
+``train.pretrain_from``, more masked-LM training of an existing BERT-style model (its tokenizer
+kept) on that text: task-adaptive pre-training. The
 result is logged as its own MLflow run (experiment ``<prefix>-pretrain``) with the model
 directory as artifact, and kept under ``<models_dir>/pretrained/<run_id>/`` with a ``LATEST``
 pointer so that ``train.base_model = 'pretrained:latest'`` fine-tunes from it.
@@ -86,13 +88,36 @@ def masked_lm_loss(model, input_ids, attention_mask, labels):
     return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
 
+def continued_model(settings: Settings):
+    """(tokenizer, masked-LM model) to continue pre-training ``train.pretrain_from`` with: its own
+    tokenizer (with the emoji rule of ``train.emoji_to_text``) and encoder; an MLM head the
+    checkpoint lacks (sentence-transformers keep only the encoder) starts fresh, its decoder tied
+    to the word embeddings as in BERT."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from fbk_tasks.text.emoji import enable as enable_emoji_rule
+    from fbk_tasks.train.transformer import resolve_base_model
+
+    base = resolve_base_model(settings, settings.train.pretrain_from)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    enable_emoji_rule(tokenizer, settings.train.emoji_to_text)
+    model = AutoModelForMaskedLM.from_pretrained(base)
+    if not (hasattr(model, "bert") and hasattr(model, "cls")):
+        raise ValueError(f"train.pretrain_from={settings.train.pretrain_from!r}: {type(model).__name__} is not a BERT-style "
+                         "masked LM; continued pre-training supports BERT encoders (MiniLM, BERT, small BERTs made here)")
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"train.pretrain_from={settings.train.pretrain_from!r}: its tokenizer has no mask token")
+    return tokenizer, model
+
+
 def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dict:
-    """Tokenizer + small BERT masked-LM trained from scratch on ``texts``; saved to ``out_dir``."""
+    """Masked-LM training on ``texts``, saved to ``out_dir``: a new WordPiece tokenizer and small
+    BERT from scratch, or (``train.pretrain_from``) more training of an existing BERT."""
     import torch
     from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
 
     from fbk_tasks.train.transformer import (_autocast, length_grouped_batches, pad_batch, seed_everything, select_device,
-                                             set_threads, use_cpu_bf16)
+                                             set_threads, tokenize, use_cpu_bf16)
 
     t = settings.train
     threads = set_threads(settings)
@@ -100,15 +125,22 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     device = select_device(t.device)
     cpu_bf16 = device.type == "cpu" and use_cpu_bf16(t.cpu_bf16)
     deadline = None if t.pretrain_max_minutes is None else time.perf_counter() + 60 * t.pretrain_max_minutes
-    tokenizer = train_wordpiece(texts, t.pretrain_vocab_size, out_dir)
-    config = small_bert_config(len(tokenizer), t.pretrain_hidden_size, t.pretrain_layers, t.pretrain_heads,
-                               t.pretrain_max_length, tokenizer.pad_token_id)
-    model = BertForMaskedLM(config).to(device)
-    enc = tokenizer(list(texts), truncation=True, max_length=t.pretrain_max_length)["input_ids"]
+    if t.pretrain_from:
+        tokenizer, model = continued_model(settings)
+        if t.freeze_word_embeddings:  # as the fine-tune will; the tied decoder then stays fixed too, its bias learns
+            model.get_input_embeddings().weight.requires_grad_(False)
+        model.to(device)
+        enc = tokenize(tokenizer, list(texts), min(t.pretrain_max_length, model.config.max_position_embeddings))
+    else:
+        tokenizer = train_wordpiece(texts, t.pretrain_vocab_size, out_dir)
+        config = small_bert_config(len(tokenizer), t.pretrain_hidden_size, t.pretrain_layers, t.pretrain_heads,
+                                   t.pretrain_max_length, tokenizer.pad_token_id)
+        model = BertForMaskedLM(config).to(device)
+        enc = tokenizer(list(texts), truncation=True, max_length=t.pretrain_max_length)["input_ids"]
     enc = [e for e in enc if len(e) > 2]
     lengths = [len(e) for e in enc]
     special = {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.pretrain_learning_rate, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.pretrain_learning_rate, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * t.pretrain_steps), t.pretrain_steps)
     rng = np.random.default_rng(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
@@ -150,7 +182,8 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     return {"steps": step, "seconds": secs, "samples_per_second": seen / max(secs, 1e-9), "final_mlm_loss": float(np.mean(tail)),
             "first_mlm_loss": float(np.mean(losses[: max(1, min(len(losses), t.log_every_steps))])),
             "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), "threads": threads,
-            "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time}
+            "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time,
+            "continued": bool(t.pretrain_from)}
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
@@ -174,7 +207,8 @@ def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None =
     with mlflow.start_run(experiment_id=registry.experiment_id(settings, "pretrain"), run_name=f"pretrain-{t.pretrain_language}") as run:
         out = settings.models_dir / "pretrained" / run.info.run_id
         mlflow.set_tags({"fbk.kind": "pretrain", "fbk.language": t.pretrain_language})
-        registry.log_params_flat({k: v for k, v in settings.train.model_dump().items() if k.startswith("pretrain") or k in ("seed", "weight_decay", "length_group_factor")}
+        registry.log_params_flat({k: v for k, v in settings.train.model_dump().items() if k.startswith("pretrain") or k in ("seed", "weight_decay", "length_group_factor")
+                                    or (t.pretrain_from and k in ("emoji_to_text", "freeze_word_embeddings"))}
                                  | {"data.texts": len(texts), "data.partitions": ",".join(sorted(frame["ds"].unique()))})
         stats = pretrain_mlm(texts, settings, out)
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})

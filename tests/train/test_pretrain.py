@@ -74,3 +74,62 @@ def test_masked_lm_loss_equals_the_full_head_loss():
     with torch.no_grad():
         full = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
         assert torch.allclose(masked_lm_loss(model, inputs, attn, labels), full, atol=1e-6)
+
+
+def test_continued_pretraining_starts_from_the_base_model_and_keeps_its_tokenizer(train_env, monkeypatch, tiny_base_model):
+    """train.pretrain_from: more masked-LM training of an existing encoder (which, like the packaged
+    sentence-transformer, has no MLM head), then a fine-tune from the result."""
+    import torch
+    from mlflow import MlflowClient
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from fbk_tasks.train.pipeline import assemble, train_candidate
+    from fbk_tasks.train.pretrain import pretrain
+
+    for k, v in {**PRETRAIN_ENV, "FBK_TRAIN__PRETRAIN_FROM": str(tiny_base_model), "FBK_TRAIN__PRETRAIN_LANGUAGE": "en",
+                 "FBK_TRAIN__FREEZE_WORD_EMBEDDINGS": "true", "FBK_TRAIN__PRETRAIN_LEARNING_RATE": "0.001"}.items():
+        monkeypatch.setenv(k, v)
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=6, zh_share=0.2))
+    prepared = assemble(s)
+    path = Path(pretrain(s))
+
+    assert AutoTokenizer.from_pretrained(path).get_vocab() == AutoTokenizer.from_pretrained(tiny_base_model).get_vocab()
+    base = load_file(tiny_base_model / "model.safetensors")
+    after = {k.removeprefix("bert."): v for k, v in load_file(path / "model.safetensors").items()}
+    key = next(k for k in base if "word_embeddings" in k)
+    assert torch.equal(after[key.removeprefix("bert.")], base[key])  # frozen, as the fine-tune keeps it
+    q = next(k for k in base if k.endswith("layer.0.attention.self.query.weight"))
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(1)
+    fresh = BertModel(BertConfig.from_pretrained(tiny_base_model)).state_dict()[q.removeprefix("bert.")]
+    moved = (after[q.removeprefix("bert.")] - base[q]).norm() / base[q].norm()
+    assert 0 < moved < 0.5 * (fresh - base[q]).norm() / base[q].norm()  # trained on from the base, not from scratch
+
+    client = MlflowClient(s.mlflow_tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-pretrain").experiment_id])
+    assert run.data.params["pretrain_from"] == str(tiny_base_model)
+    assert run.data.metrics["continued"] == 1.0
+    assert run.data.metrics["final_mlm_loss"] < run.data.metrics["first_mlm_loss"]
+
+    monkeypatch.setenv("FBK_TRAIN__BASE_MODEL", "pretrained:latest")
+    trained = train_candidate(train_env(), prepared, "transformer")
+    assert 0.0 <= trained["golden_macro_f1"] <= 1.0
+
+
+def test_continued_pretraining_refuses_a_model_without_a_bert_encoder(settings, tmp_path, tiny_base_model):
+    import shutil
+
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from fbk_tasks.train.pretrain import continued_model
+
+    other = tmp_path / "distilbert"
+    DistilBertModel(DistilBertConfig(vocab_size=400, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(other)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_base_model / f, other / f)
+    s = settings.model_copy(update={"train": settings.train.model_copy(update={"pretrain_from": str(other)})})
+    with pytest.raises(ValueError, match="not a BERT-style masked LM"):
+        continued_model(s)
