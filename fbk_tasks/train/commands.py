@@ -103,7 +103,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--candidates", help="comma-separated subset of baseline,transformer (default: train.candidates)")
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("pretrain", help="domain pre-train a small BERT on curated text of train.pretrain_language")
+    p = subparsers.add_parser("pretrain", help="masked-LM pre-training on curated text of train.pretrain_language: a small BERT "
+                                "from scratch, or more training of train.pretrain_from")
     _add_range(p)
     p.set_defaults(func=_pretrain)
 
