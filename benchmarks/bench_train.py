@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -203,16 +204,21 @@ def shopping(args) -> list[dict]:
                                     "early_stopping_patience": args.patience, "pretrain_steps": max(args.pretrain_steps, 1),
                                     "pretrain_max_length": 128, **_overrides(args.set)})
         out = [baseline("shopping baseline tfidf char 1-3 + LR", "char", train, test, s)]
-        if args.pretrain_steps and not args.skip_transformer:
+        if (args.pretrain_steps or args.pretrained) and not args.skip_transformer:
             from fbk_tasks.train.pretrain import pretrain_mlm
 
-            stats = pretrain_mlm(fit.text.tolist(), s, Path(tmp) / "pretrained")  # all training texts, unlabelled
-            print(json.dumps({"pretrain": stats}), flush=True)
+            if args.pretrained:  # a model an earlier run pre-trained (--save-pretrained): fine-tune only
+                stats = {"steps": f"from {args.pretrained}", "seconds": 0.0}
+            else:
+                stats = pretrain_mlm(fit.text.tolist(), s, Path(tmp) / "pretrained")  # all training texts, unlabelled
+                print(json.dumps({"pretrain": stats}), flush=True)
+                if args.save_pretrained:
+                    shutil.copytree(Path(tmp) / "pretrained", args.save_pretrained, dirs_exist_ok=True)
             if args.fine_tune_rows and args.fine_tune_rows < len(fit):  # labelled subset; same dev and test
                 fit = fit.sample(n=args.fine_tune_rows, random_state=SEED)
                 out.append(baseline(f"shopping baseline tfidf char 1-3 + LR on the same {len(fit)} rows", "char", fit, test, s))
             out.append(fine_tune("shopping small BERT (domain pre-trained) fine-tune", fit, dev, test,
-                                 ["negative", "positive"], s, str(Path(tmp) / "pretrained"),
+                                 ["negative", "positive"], s, args.pretrained or str(Path(tmp) / "pretrained"),
                                  {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1),
                                   "config": {**_config(s), "base_model": "pre-trained above"}}))
     return out
@@ -352,6 +358,9 @@ def main() -> int:
     ap.add_argument("--max-train-samples", type=int, default=None)
     ap.add_argument("--pretrain-steps", type=int, default=0, help="MLM steps before the fine-tune (0: skip); shopping: a small BERT from scratch, "
                     "airline: more MLM of MiniLM on the training tweets")
+    ap.add_argument("--save-pretrained", default=None, metavar="DIR", help="shopping: keep the pre-trained model in DIR")
+    ap.add_argument("--pretrained", default=None, metavar="DIR",
+                    help="shopping: fine-tune from DIR (saved by --save-pretrained) instead of pre-training")
     ap.add_argument("--skip-transformer", action="store_true")
     ap.add_argument("--fine-tune-rows", type=int, default=None,
                     help="shopping: fine-tune on this many labelled rows (pre-training still sees all training texts)")

@@ -116,14 +116,13 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     import torch
     from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
 
-    from fbk_tasks.train.transformer import (_autocast, length_grouped_batches, pad_batch, seed_everything, select_device,
-                                             set_threads, tokenize, use_cpu_bf16)
+    from fbk_tasks.train.transformer import (_autocast, choose_cpu_bf16, length_grouped_batches, pad_batch, probe_rows,
+                                             seed_everything, select_device, set_threads, tokenize)
 
     t = settings.train
     threads = set_threads(settings)
     seed_everything(t.seed)
     device = select_device(t.device)
-    cpu_bf16 = device.type == "cpu" and use_cpu_bf16(t.cpu_bf16)
     deadline = None if t.pretrain_max_minutes is None else time.perf_counter() + 60 * t.pretrain_max_minutes
     if t.pretrain_from:
         tokenizer, model = continued_model(settings)
@@ -140,6 +139,28 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     enc = [e for e in enc if len(e) > 2]
     lengths = [len(e) for e in enc]
     special = {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id}
+
+    def masked_batch(rows, generator):
+        ids, attn = pad_batch([enc[i] for i in rows], tokenizer.pad_token_id)
+        special_mask = torch.zeros_like(ids, dtype=torch.bool)
+        for s_id in special:
+            special_mask |= ids == s_id
+        inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), generator)
+        return inputs, attn, labels
+
+    model.train()
+    cpu_bf16, bf16_probe = False, {}
+    if device.type == "cpu" and enc:
+        p_inputs, p_attn, p_labels = masked_batch(probe_rows(lengths, t.pretrain_batch_size), torch.Generator().manual_seed(0))
+
+        def probe_step(bf16: bool) -> None:
+            if (p_labels != -100).any():
+                with _autocast(device, bf16):
+                    masked_lm_loss(model, p_inputs, p_attn, p_labels).backward()
+                model.zero_grad(set_to_none=True)
+
+        cpu_bf16, bf16_probe = choose_cpu_bf16(t.cpu_bf16, probe_step)
+    seed_everything(t.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.pretrain_learning_rate, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * t.pretrain_steps), t.pretrain_steps)
     rng = np.random.default_rng(t.seed)
@@ -156,11 +177,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
                 stopped_by_time = True
                 log.info("pretrain: time budget of %.1f min reached after %d steps", t.pretrain_max_minutes, step)
                 break
-            ids, attn = pad_batch([enc[i] for i in batch], tokenizer.pad_token_id)
-            special_mask = torch.zeros_like(ids, dtype=torch.bool)
-            for s in special:
-                special_mask |= ids == s
-            inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), gen)
+            inputs, attn, labels = masked_batch(batch, gen)
             if not (labels != -100).any():
                 continue  # nothing masked in this (tiny) batch
             with _autocast(device, cpu_bf16):
@@ -183,7 +200,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
             "first_mlm_loss": float(np.mean(losses[: max(1, min(len(losses), t.log_every_steps))])),
             "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), "threads": threads,
             "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time,
-            "continued": bool(t.pretrain_from)}
+            "continued": bool(t.pretrain_from), **bf16_probe}
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:

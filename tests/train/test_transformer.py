@@ -61,6 +61,74 @@ def test_cpu_bf16_setting():
     assert use_cpu_bf16("auto") == cpu_has_bf16()
 
 
+class _FakeClock:
+    """A clock that only the probe's steps move: fp32 steps take ``fp32`` s, bf16 steps ``bf16`` s."""
+
+    def __init__(self, fp32: float, bf16: float):
+        self.now, self.cost = 0.0, {False: fp32, True: bf16}
+        self.calls: list[bool] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self, bf16: bool) -> None:
+        self.calls.append(bf16)
+        self.now += self.cost[bf16]
+
+
+@pytest.mark.parametrize(("fp32", "bf16", "flag", "expected"), [
+    (1.0, 0.5, True, True),     # bf16 twice as fast: taken
+    (1.0, 1.3, True, False),    # bf16 slower (the Xeon of 2026-11-30): fp32
+    (1.0, 0.98, True, False),   # under the 5% margin: fp32
+    (1.0, 0.5, False, False),   # no native bf16 on the CPU: not even probed
+])
+def test_cpu_bf16_auto_measures_before_choosing(monkeypatch, fp32, bf16, flag, expected):
+    from fbk_tasks.train import transformer
+
+    monkeypatch.setattr(transformer, "cpu_has_bf16", lambda: flag)
+    clock = _FakeClock(fp32, bf16)
+    chosen, probe = transformer.choose_cpu_bf16("auto", clock.step, rounds=3, clock=clock)
+    assert chosen is expected
+    if flag:
+        assert clock.calls == [False, True] + [False, True] * 3  # warm-up, then alternating rounds
+        assert probe == pytest.approx({"cpu_bf16_probe_fp32_seconds": fp32, "cpu_bf16_probe_bf16_seconds": bf16})
+    else:
+        assert clock.calls == [] and probe == {}
+    for setting in ("on", "off"):  # set explicitly: no probe, as asked
+        clock.calls.clear()
+        assert transformer.choose_cpu_bf16(setting, clock.step, clock=clock) == (setting == "on", {})
+        assert clock.calls == []
+
+
+def test_the_bf16_probe_does_not_change_what_training_learns(train_env, monkeypatch):
+    """The probe runs real forward and backward passes (dropout draws, gradients) on the model
+    before training; when it picks fp32 the fine-tune must equal one with cpu_bf16=off."""
+    from fbk_tasks.train import transformer
+
+    real = transformer.choose_cpu_bf16
+    probed = []
+
+    def probe_then_pick_fp32(setting, step, **kw):
+        clock = _FakeClock(1.0, 2.0)
+
+        def timed(bf16):
+            step(bf16)
+            clock.step(bf16)
+        out = real(setting, timed, clock=clock, **kw)
+        probed.append(len(clock.calls))
+        return out
+
+    monkeypatch.setattr(transformer, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(transformer, "choose_cpu_bf16", probe_then_pick_fp32)
+    _, auto = _fine_tune(train_env, monkeypatch, cpu_bf16="auto", rdrop_alpha="1.0")
+    assert probed == [8] and auto.cpu_bf16 is False
+    assert set(auto.cpu_bf16_probe) == {"cpu_bf16_probe_fp32_seconds", "cpu_bf16_probe_bf16_seconds"}
+    _, off = _fine_tune(train_env, monkeypatch, cpu_bf16="off", rdrop_alpha="1.0")
+    assert off.cpu_bf16_probe == {}
+    for (name, a), b in zip(auto.model.state_dict().items(), off.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def _fine_tune(train_env, monkeypatch, **env):
     from fbk_tasks.train.transformer import fine_tune
 
