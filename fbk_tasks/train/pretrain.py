@@ -167,7 +167,6 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     gen = torch.Generator().manual_seed(t.seed)
     step, seen, losses = 0, 0, []
     start = time.perf_counter()
-    model.train()
     stopped_by_time = False
     while step < t.pretrain_steps and not stopped_by_time:
         for batch in length_grouped_batches(lengths, t.pretrain_batch_size, t.length_group_factor, rng):

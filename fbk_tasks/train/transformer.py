@@ -449,7 +449,6 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
     log.info("fine-tuning %s on %s (%d threads%s): %d rows, batch %d, %d steps, pooling %s, %d trainable parameters",
              base, device, threads, ", bf16 autocast" if cpu_bf16 else "", len(enc), batch_size, total_steps, t.pooling,
              sum(p.numel() for p in params))
-    model.train()
     for epoch in range(1, n_epochs + 1):
         ep_start = time.perf_counter()
         loader = torch.utils.data.DataLoader(
