@@ -133,3 +133,78 @@ def test_continued_pretraining_refuses_a_model_without_a_bert_encoder(settings, 
     s = settings.model_copy(update={"train": settings.train.model_copy(update={"pretrain_from": str(other)})})
     with pytest.raises(ValueError, match="not a BERT-style masked LM"):
         continued_model(s)
+
+
+def test_electra_masking_changes_only_ordinary_tokens():
+    import torch
+
+    from fbk_tasks.train.pretrain import electra_mask
+
+    ids = torch.randint(5, 200, (6, 30))
+    ids[:, 0], ids[:, -1] = 2, 3
+    special = (ids == 2) | (ids == 3)
+    inputs, labels = electra_mask(ids, special, 4, torch.Generator().manual_seed(3), probability=0.3)
+    chosen = labels != -100
+    assert chosen.any() and not (chosen & special).any()
+    assert (inputs[chosen] == 4).all() and torch.equal(inputs[~chosen], ids[~chosen])  # all chosen -> [MASK]
+    assert torch.equal(labels[chosen], ids[chosen])
+
+
+def test_electra_pretraining_then_an_instalment_then_a_fine_tune(train_env, monkeypatch):
+    """train.pretrain_objective=electra: the generator shares the encoder's embeddings, detection
+    loss falls, the saved encoder is a plain BERT a fine-tune loads, and a second run continues
+    from the saved generator and head rather than fresh ones."""
+    import torch
+    from mlflow import MlflowClient
+    from safetensors.torch import load_file
+    from transformers import BertForMaskedLM
+
+    from fbk_tasks.train.pipeline import assemble, train_candidate
+    from fbk_tasks.train.pretrain import Electra, pretrain
+
+    for k, v in {**PRETRAIN_ENV, "FBK_TRAIN__PRETRAIN_OBJECTIVE": "electra", "FBK_TRAIN__PRETRAIN_STEPS": "40"}.items():
+        monkeypatch.setenv(k, v)
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=7, zh_share=0.7))
+    prepared = assemble(s)
+    path = Path(pretrain(s))
+    assert (path / Electra.GENERATOR_DIR / "config.json").exists() and (path / Electra.HEAD_FILE).exists()
+
+    client = MlflowClient(s.mlflow_tracking_uri)
+    exp_id = client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-pretrain").experiment_id
+    (run,) = client.search_runs([exp_id])
+    m = run.data.metrics
+    assert run.data.params["pretrain_objective"] == "electra" and m["steps"] == 40
+    assert m["final_rtd_loss"] < m["first_rtd_loss"] and m["final_mlm_loss"] < m["first_mlm_loss"]
+    assert 0.5 < m["final_rtd_accuracy"] <= 1.0
+    assert 0 < m["generator_parameters"] < m["parameters"]  # one layer, embeddings not counted twice
+
+    model = BertForMaskedLM.from_pretrained(path)
+    pair = Electra(model, 1, 50.0, saved=path)
+    assert pair.generator.bert.embeddings is model.bert.embeddings
+    assert pair.generator.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    saved_gen = load_file(path / Electra.GENERATOR_DIR / "model.safetensors")
+    key = next(k for k in saved_gen if k.endswith("layer.0.attention.self.query.weight"))
+    assert torch.equal(pair.generator.state_dict()[key], saved_gen[key])
+    fresh = Electra(model, 1, 50.0)
+    assert not torch.equal(fresh.generator.state_dict()[key], saved_gen[key])
+
+    monkeypatch.setenv("FBK_TRAIN__PRETRAIN_FROM", "pretrained:latest")
+    monkeypatch.setenv("FBK_TRAIN__PRETRAIN_LEARNING_RATE", "0.001")
+    second = Path(pretrain(train_env()))
+    runs = client.search_runs([exp_id], order_by=["attributes.start_time DESC"])
+    assert second != path and len(runs) == 2
+    # a fresh generator would start its masked-LM loss where the first run started (about ln of the vocabulary)
+    assert runs[0].data.metrics["first_mlm_loss"] < (m["first_mlm_loss"] + m["final_mlm_loss"]) / 2
+
+    monkeypatch.setenv("FBK_TRAIN__BASE_MODEL", "pretrained:latest")
+    trained = train_candidate(train_env(), prepared, "transformer")
+    assert 0.0 <= trained["golden_macro_f1"] <= 1.0
+
+
+def test_time_budget_schedule_warms_up_then_decays_to_zero():
+    from fbk_tasks.train.pretrain import budget_schedule
+
+    assert budget_schedule(0.0) == 0.0 and budget_schedule(0.03) == pytest.approx(0.5)
+    assert budget_schedule(0.06) == pytest.approx(1.0) and budget_schedule(0.53) == pytest.approx(0.5)
+    assert budget_schedule(1.0) == 0.0 and budget_schedule(1.7) == 0.0
