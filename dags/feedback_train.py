@@ -6,10 +6,9 @@ monitoring emits it).
 
 1. **assemble**: curated partitions + human label corrections -> train/dev split; the golden
    set is taken once and never trained on (`fbk_tasks.train.data`).
-2. **pretrain** (only with `train.pretrain`): WordPiece tokenizer + small BERT pre-trained
-   (`train.pretrain_objective`: masked-LM or ELECTRA) on curated text of
-   `train.pretrain_language`, or with `train.pretrain_from` more training of that base model on
-   it; the fine-tune then starts from the result.
+2. **pretrain** (only with `train.pretrain`): WordPiece tokenizer + small BERT masked-LM on
+   curated text of `train.pretrain_language`, or with `train.pretrain_from` more masked-LM
+   training of that base model on it; the fine-tune then starts from the result.
 3. **train_candidate** (mapped over `train.candidates`): baseline TF-IDF + logistic regression,
    transformer fine-tune; each is an MLflow run with metrics, lineage and a pyfunc model. With
    `train.gpu_queue` set, the transformer runs as `train_transformer` on that queue and pool.

@@ -173,13 +173,6 @@ class TrainSettings(_Section):
     pretrain_max_minutes: float | None = Field(
         None, gt=0, description="Time budget of pre-training: stop after this many minutes even if pretrain_steps are not done; the learning-rate warm-up and decay then follow whichever of steps and minutes runs out first."
     )
-    pretrain_objective: Literal["mlm", "electra"] = Field(
-        "mlm",
-        description="'mlm': BERT's masked-LM. 'electra': replaced-token detection (a small generator fills the masked "
-        "positions, the encoder learns from every position); the saved encoder is the same plain BERT checkpoint.",
-    )
-    pretrain_generator_layers: int = Field(1, ge=1, description="ELECTRA: layers of the generator (same width as the encoder, embeddings shared).")
-    pretrain_rtd_weight: float = Field(50.0, gt=0, description="ELECTRA: weight of the replaced-token-detection loss against the generator's masked-LM loss.")
 
     _share_checks = field_validator("warmup_ratio", "golden_fraction", "dev_fraction", "slice_tolerance")(_check_share)
 

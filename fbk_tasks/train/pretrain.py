@@ -1,19 +1,9 @@
 """Domain pre-training for languages without a suitable base model, and continued pre-training.
 
 A WordPiece tokenizer trained on curated text of ``train.pretrain_language``, a small
-``BertForMaskedLM`` built from a config, ``train.pretrain_steps`` of pre-training; or, with
-``train.pretrain_from``, more pre-training of an existing BERT-style model (its tokenizer
-kept) on that text: task-adaptive pre-training.
-
-Two objectives (``train.pretrain_objective``): ``mlm``, BERT's masked-LM; ``electra``, ELECTRA's
-replaced-token detection (Clark et al., 2020): a small generator (the same width, fewer layers,
-sharing the word, position and type embeddings) fills the masked positions with samples from its
-masked-LM, and the encoder learns to tell, at every position, whether the token is the original.
-The encoder then learns from every token instead of the 15% masked, which is why ELECTRA gets
-more out of a small compute budget. Either way the saved model is a plain BERT checkpoint
-(``BertForMaskedLM``; after ELECTRA its masked-LM head is not trained), which a fine-tune loads
-like any other; ELECTRA keeps its generator and detection head beside it
-(``electra_generator/``, ``electra_rtd_head.pt``) so that a later run can continue it. The
+``BertForMaskedLM`` built from a config, masked-LM training for ``train.pretrain_steps`` (or
+``train.pretrain_max_minutes``); or, with ``train.pretrain_from``, more masked-LM training of an
+existing BERT-style model (its tokenizer kept) on that text: task-adaptive pre-training. The
 result is logged as its own MLflow run (experiment ``<prefix>-pretrain``) with the model
 directory as artifact, and kept under ``<models_dir>/pretrained/<run_id>/`` with a ``LATEST``
 pointer so that ``train.base_model = 'pretrained:latest'`` fine-tunes from it.
@@ -86,93 +76,6 @@ def mask_tokens(ids, special_mask, mask_id: int, vocab_size: int, gen, probabili
     return ids, labels
 
 
-def electra_mask(ids, special_mask, mask_id: int, gen, probability: float = 0.15):
-    """ELECTRA's generator input: the chosen 15% all become [MASK]; labels -100 elsewhere."""
-    import torch
-
-    prob = torch.full(ids.shape, probability)
-    prob.masked_fill_(special_mask, 0.0)
-    chosen = torch.bernoulli(prob, generator=gen).bool()
-    labels = ids.clone()
-    labels[~chosen] = -100
-    inputs = ids.clone()
-    inputs[chosen] = mask_id
-    return inputs, labels
-
-
-class Electra:
-    """Generator + replaced-token-detection head around ``model`` (a ``BertForMaskedLM`` whose
-    encoder is the one being pre-trained). The generator shares the encoder's embedding module,
-    and its output projection is tied to the word embeddings, as in ELECTRA."""
-
-    GENERATOR_DIR = "electra_generator"
-    HEAD_FILE = "electra_rtd_head.pt"
-
-    def __init__(self, model, generator_layers: int, rtd_weight: float, saved: Path | None = None):
-        import copy
-
-        import torch
-        from transformers import BertForMaskedLM
-
-        self.model, self.rtd_weight = model, rtd_weight
-        hidden = model.config.hidden_size
-        if saved is not None and (saved / self.GENERATOR_DIR / "config.json").exists():
-            self.generator = BertForMaskedLM.from_pretrained(saved / self.GENERATOR_DIR)
-        else:
-            config = copy.deepcopy(model.config)
-            config.num_hidden_layers = generator_layers
-            self.generator = BertForMaskedLM(config)
-        self.generator.bert.embeddings = model.bert.embeddings
-        self.generator.cls.predictions.decoder.weight = model.bert.embeddings.word_embeddings.weight
-        self.head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
-        if saved is not None and (saved / self.HEAD_FILE).exists():
-            self.head.load_state_dict(torch.load(saved / self.HEAD_FILE, map_location="cpu", weights_only=True))
-
-    def to(self, device) -> "Electra":
-        self.generator.to(device)
-        self.head.to(device)
-        return self
-
-    def train(self) -> None:
-        self.generator.train()
-        self.head.train()
-
-    def parameters(self) -> list:
-        """Generator and head parameters that are not already the encoder's (the shared embeddings)."""
-        own = {id(p) for p in self.model.parameters()}
-        return [p for p in (*self.generator.parameters(), *self.head.parameters()) if id(p) not in own]
-
-    def loss(self, ids, inputs, attention_mask, labels, sample_gen=None):
-        """(generator MLM loss + rtd_weight * detection loss, MLM loss, detection loss, detection
-        accuracy). The generator's samples carry no gradient; the detection loss covers every
-        non-padding position (a sampled token equal to the original counts as original)."""
-        import torch
-        import torch.nn.functional as F
-
-        chosen = labels != -100
-        g_hidden = self.generator.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state
-        logits = self.generator.cls(g_hidden[chosen]).float()
-        mlm = F.cross_entropy(logits, labels[chosen])
-        with torch.no_grad():
-            sampled = torch.multinomial(torch.softmax(logits, dim=-1), 1,
-                                        generator=sample_gen if logits.device.type == "cpu" else None).squeeze(1)
-            corrupted = ids.clone()
-            corrupted[chosen] = sampled
-            replaced = (corrupted != ids).float()
-        d_hidden = self.model.bert(input_ids=corrupted, attention_mask=attention_mask).last_hidden_state
-        real = attention_mask.bool()
-        d_logits = self.head(d_hidden[real]).squeeze(-1).float()
-        rtd = F.binary_cross_entropy_with_logits(d_logits, replaced[real])
-        accuracy = ((d_logits > 0).float() == replaced[real]).float().mean().detach()
-        return mlm + self.rtd_weight * rtd, mlm.detach(), rtd.detach(), accuracy
-
-    def save(self, out_dir: Path) -> None:
-        import torch
-
-        self.generator.save_pretrained(out_dir / self.GENERATOR_DIR)
-        torch.save(self.head.state_dict(), out_dir / self.HEAD_FILE)
-
-
 def masked_lm_loss(model, input_ids, attention_mask, labels):
     """``BertForMaskedLM``'s loss, with the vocabulary projection computed only at the ~15% masked
     positions instead of at every position (the same value; the projection to the vocabulary is
@@ -215,14 +118,13 @@ def budget_schedule(progress: float, warmup: float = 0.06) -> float:
 
 
 def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dict:
-    """Pre-training on ``texts`` (objective ``train.pretrain_objective``), saved to ``out_dir``: a
-    new WordPiece tokenizer and small BERT from scratch, or (``train.pretrain_from``) more training
-    of an existing BERT."""
+    """Masked-LM training on ``texts``, saved to ``out_dir``: a new WordPiece tokenizer and small
+    BERT from scratch, or (``train.pretrain_from``) more training of an existing BERT."""
     import torch
     from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
 
     from fbk_tasks.train.transformer import (_autocast, choose_cpu_bf16, length_grouped_batches, pad_batch, probe_rows,
-                                             resolve_base_model, seed_everything, select_device, set_threads, tokenize)
+                                             seed_everything, select_device, set_threads, tokenize)
 
     t = settings.train
     threads = set_threads(settings)
@@ -240,11 +142,6 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
                                    t.pretrain_max_length, tokenizer.pad_token_id)
         model = BertForMaskedLM(config)
         enc = tokenizer(list(texts), truncation=True, max_length=t.pretrain_max_length)["input_ids"]
-    electra = None
-    if t.pretrain_objective == "electra":
-        saved = Path(resolve_base_model(settings, t.pretrain_from)) if t.pretrain_from else None
-        electra = Electra(model, t.pretrain_generator_layers, t.pretrain_rtd_weight, saved).to(device)
-        electra.train()
     model.to(device)
     enc = [e for e in enc if len(e) > 2]
     lengths = [len(e) for e in enc]
@@ -255,38 +152,23 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
         special_mask = torch.zeros_like(ids, dtype=torch.bool)
         for s_id in special:
             special_mask |= ids == s_id
-        if electra is not None:
-            inputs, labels = electra_mask(ids, special_mask, tokenizer.mask_token_id, generator)
-        else:
-            inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), generator)
-        return ids, inputs, attn, labels
-
-    def batch_loss(ids, inputs, attn, labels, sample_gen) -> tuple:
-        """(loss to minimise, masked-LM loss, detection loss or None, detection accuracy or None)."""
-        if electra is not None:
-            return electra.loss(ids, inputs, attn, labels, sample_gen)
-        loss = masked_lm_loss(model, inputs, attn, labels)
-        return loss, loss.detach(), None, None
+        inputs, labels = mask_tokens(ids, special_mask, tokenizer.mask_token_id, len(tokenizer), generator)
+        return inputs, attn, labels
 
     model.train()
     cpu_bf16, bf16_probe = False, {}
     if device.type == "cpu" and enc:
-        probe = masked_batch(probe_rows(lengths, t.pretrain_batch_size), torch.Generator().manual_seed(0))
+        p_inputs, p_attn, p_labels = masked_batch(probe_rows(lengths, t.pretrain_batch_size), torch.Generator().manual_seed(0))
 
         def probe_step(bf16: bool) -> None:
-            if (probe[3] != -100).any():
+            if (p_labels != -100).any():
                 with _autocast(device, bf16):
-                    batch_loss(*probe, torch.Generator().manual_seed(0))[0].backward()
+                    masked_lm_loss(model, p_inputs, p_attn, p_labels).backward()
                 model.zero_grad(set_to_none=True)
-                if electra is not None:
-                    electra.generator.zero_grad(set_to_none=True)
-                    electra.head.zero_grad(set_to_none=True)
 
         cpu_bf16, bf16_probe = choose_cpu_bf16(t.cpu_bf16, probe_step)
     seed_everything(t.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    if electra is not None:
-        params += [p for p in electra.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.pretrain_learning_rate, weight_decay=t.weight_decay)
     start = time.perf_counter()
     if deadline is None:
@@ -296,7 +178,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
             max(n / t.pretrain_steps, (time.perf_counter() - start) / (60 * t.pretrain_max_minutes))))
     rng = np.random.default_rng(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
-    step, seen, losses, rtd_losses, rtd_acc = 0, 0, [], [], []
+    step, seen, losses = 0, 0, []
     stopped_by_time = False
     while step < t.pretrain_steps and not stopped_by_time:
         for batch in length_grouped_batches(lengths, t.pretrain_batch_size, t.length_group_factor, rng):
@@ -306,11 +188,11 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
                 stopped_by_time = True
                 log.info("pretrain: time budget of %.1f min reached after %d steps", t.pretrain_max_minutes, step)
                 break
-            ids, inputs, attn, labels = masked_batch(batch, gen)
+            inputs, attn, labels = masked_batch(batch, gen)
             if not (labels != -100).any():
                 continue  # nothing masked in this (tiny) batch
             with _autocast(device, cpu_bf16):
-                loss, mlm, rtd, acc = batch_loss(ids.to(device), inputs.to(device), attn.to(device), labels.to(device), gen)
+                loss = masked_lm_loss(model, inputs.to(device), attn.to(device), labels.to(device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -318,31 +200,18 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(batch)
-            losses.append(mlm.item())
-            if rtd is not None:
-                rtd_losses.append(rtd.item())
-                rtd_acc.append(acc.item())
+            losses.append(loss.detach().item())
             if step % t.log_every_steps == 0 or step == t.pretrain_steps:
-                window = slice(-t.log_every_steps, None)
-                log.info("pretrain step %d/%d mlm loss %.4f%s", step, t.pretrain_steps, float(np.mean(losses[window])),
-                         f" detection loss {np.mean(rtd_losses[window]):.4f} accuracy {np.mean(rtd_acc[window]):.4f}"
-                         if rtd_losses else "")
+                log.info("pretrain step %d/%d mlm loss %.4f", step, t.pretrain_steps, float(np.mean(losses[-t.log_every_steps:])))
     secs = time.perf_counter() - start
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    if electra is not None:
-        electra.save(out_dir)
     n = max(1, min(len(losses), t.log_every_steps))
-    extra = {}
-    if rtd_losses:
-        extra = {"first_rtd_loss": float(np.mean(rtd_losses[:n])), "final_rtd_loss": float(np.mean(rtd_losses[-n:])),
-                 "final_rtd_accuracy": float(np.mean(rtd_acc[-n:])),
-                 "generator_parameters": sum(p.numel() for p in electra.parameters())}
     return {"steps": step, "seconds": secs, "samples_per_second": seen / max(secs, 1e-9), "final_mlm_loss": float(np.mean(losses[-n:])),
             "first_mlm_loss": float(np.mean(losses[:n])),
             "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), "threads": threads,
             "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time,
-            "continued": bool(t.pretrain_from), "objective": t.pretrain_objective, **extra, **bf16_probe}
+            "continued": bool(t.pretrain_from), **bf16_probe}
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
