@@ -173,9 +173,9 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     start = time.perf_counter()
     if deadline is None:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * t.pretrain_steps), t.pretrain_steps)
-    else:  # a time budget: warm-up and linear decay over whichever runs out first, steps or minutes
+    else:  # a time budget: warm-up and linear decay over whichever runs out first, steps or the minutes left
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: budget_schedule(
-            max(n / t.pretrain_steps, (time.perf_counter() - start) / (60 * t.pretrain_max_minutes))))
+            max(n / t.pretrain_steps, (time.perf_counter() - start) / max(deadline - start, 1e-9))))
     rng = np.random.default_rng(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
     step, seen, losses = 0, 0, []
