@@ -175,7 +175,7 @@ def airline(args) -> list[dict]:
         power = s.train.label_confidence_power if args.confidence_power is None else args.confidence_power
         out = [baseline("airline baseline tfidf word 1-2 + LR", "word", train, test, s, row_weights(train, power))]
         if not args.skip_transformer:
-            base, extra = "minilm", {}
+            base, extra = s.train.base_model, {}
             if args.pretrain_steps:  # task-adaptive: more masked-LM on the training tweets (unlabelled; test unseen)
                 from fbk_tasks.train.pretrain import pretrain_mlm
 
@@ -187,9 +187,13 @@ def airline(args) -> list[dict]:
                 extra = {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1),
                          "pretrain_mlm_loss": [round(stats["first_mlm_loss"], 3), round(stats["final_mlm_loss"], 3)],
                          "pretrain_learning_rate": ps.train.pretrain_learning_rate}
-            out.append(fine_tune("airline MiniLM fine-tune" + (" (after continued MLM)" if args.pretrain_steps else ""),
-                                 fit, dev, test, classes, s, base,
-                                 {"config": _config(s), "label_confidence_power": power, **extra}, row_weights(fit, power)))
+            for variant in args.variants or [{}]:  # each: train.* overrides on top of --set (one fine-tune each)
+                vs = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience,
+                               **{**_overrides(args.set), **variant})
+                out.append(fine_tune("airline MiniLM fine-tune" + (" (after continued MLM)" if args.pretrain_steps else ""),
+                                     fit, dev, test, classes, vs, base,
+                                     {"config": _config(vs), "label_confidence_power": power, **extra,
+                                      **({"variant": variant} if variant else {})}, row_weights(fit, power)))
     return out
 
 
@@ -200,9 +204,10 @@ def shopping(args) -> list[dict]:
     df["label"] = df.label.map({1: "positive", 0: "negative"})
     train, fit, dev, test = _split(df, args.max_train_samples)
     with tempfile.TemporaryDirectory() as tmp:
-        s = _settings(Path(tmp), **{"batch_size": 32, "max_length": 128, "learning_rate": 1e-4, "epochs": args.epochs,
-                                    "early_stopping_patience": args.patience, "pretrain_steps": max(args.pretrain_steps, 1),
-                                    "pretrain_max_length": 128, **_overrides(args.set)})
+        base_settings = {"batch_size": 32, "max_length": 128, "learning_rate": 1e-4, "epochs": args.epochs,
+                         "early_stopping_patience": args.patience, "pretrain_steps": max(args.pretrain_steps, 1),
+                         "pretrain_max_length": 128}
+        s = _settings(Path(tmp), **{**base_settings, **_overrides(args.set)})
         out = [baseline("shopping baseline tfidf char 1-3 + LR", "char", train, test, s)]
         if (args.pretrain_steps or args.pretrained) and not args.skip_transformer:
             from fbk_tasks.train.pretrain import pretrain_mlm
@@ -217,10 +222,13 @@ def shopping(args) -> list[dict]:
             if args.fine_tune_rows and args.fine_tune_rows < len(fit):  # labelled subset; same dev and test
                 fit = fit.sample(n=args.fine_tune_rows, random_state=SEED)
                 out.append(baseline(f"shopping baseline tfidf char 1-3 + LR on the same {len(fit)} rows", "char", fit, test, s))
-            out.append(fine_tune("shopping small BERT (domain pre-trained) fine-tune", fit, dev, test,
-                                 ["negative", "positive"], s, args.pretrained or str(Path(tmp) / "pretrained"),
-                                 {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1),
-                                  "config": {**_config(s), "base_model": "pre-trained above"}}))
+            for variant in args.variants or [{}]:  # each: fine-tune overrides, all from the same pre-trained model
+                vs = _settings(Path(tmp), **{**base_settings, **_overrides(args.set), **variant})
+                out.append(fine_tune("shopping small BERT (domain pre-trained) fine-tune", fit, dev, test,
+                                     ["negative", "positive"], vs, args.pretrained or str(Path(tmp) / "pretrained"),
+                                     {"pretrain_steps": stats["steps"], "pretrain_seconds": round(stats["seconds"], 1),
+                                      "config": {**_config(vs), "base_model": "pre-trained above"},
+                                      **({"variant": variant} if variant else {})}))
     return out
 
 
@@ -368,6 +376,10 @@ def main() -> int:
                     help="airline: weight each training row's loss by airline_sentiment_confidence (annotator agreement) "
                     "to this power (default: train.label_confidence_power; 0: unweighted)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.* setting override (repeatable)")
+    ap.add_argument("--variants", type=json.loads, default=None, metavar="JSON",
+                    help='airline, shopping: a JSON list of train.* override dicts, one fine-tune each on the same split '
+                    '(shopping: from the same pre-trained model), '
+                    'e.g. \'[{"seed": 7}, {"seed": 21, "learning_rate": 5e-5}]\'')
     ap.add_argument("--speed-rounds", type=int, default=3, help="speed: rounds over the variants")
     ap.add_argument("--speed-steps", type=int, default=12, help="speed: timed steps per variant and round")
     args = ap.parse_args()

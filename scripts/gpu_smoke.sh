@@ -46,7 +46,7 @@ with tempfile.TemporaryDirectory() as tmp:
     per_epoch = math.ceil(len(train) / s.train.cuda_batch_size)
     s.train.epochs = max(steps / per_epoch, 0.01)
     torch.cuda.synchronize()
-    res = fine_tune(train.text.tolist(), train.label.tolist(), dev.text.tolist(), dev.label.tolist(), classes, s, "minilm")
+    res = fine_tune(train.text.tolist(), train.label.tolist(), dev.text.tolist(), dev.label.tolist(), classes, s)  # base: train.base_model (FBK_TRAIN__BASE_MODEL)
     torch.cuda.synchronize()
     start = time.perf_counter()
     proba = predict_proba(res.model, res.tokenizer, dev.text.tolist(), 256, 64)
