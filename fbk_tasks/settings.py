@@ -130,7 +130,8 @@ class TrainSettings(_Section):
         None,
         description="None: a new WordPiece tokenizer and small BERT from scratch. 'minilm', a local directory or a hub id: "
         "continue masked-LM training of that BERT-style model (its tokenizer kept) on the curated text "
-        "(task-adaptive pre-training); use a smaller pretrain_learning_rate (1e-4) then.",
+        "(task-adaptive pre-training); use a smaller pretrain_learning_rate (1e-4) then. 'pretrained:latest': each run "
+        "adds an instalment to the last pre-trained model (from scratch when there is none yet; steps add up in its lineage).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present, else CPU.")
     torch_threads: int | None = Field(None, ge=1, description="Default: the number of cores.")

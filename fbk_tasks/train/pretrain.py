@@ -88,7 +88,36 @@ def masked_lm_loss(model, input_ids, attention_mask, labels):
     return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
 
-def continued_model(settings: Settings):
+LINEAGE_FILE = "pretrain_lineage.json"
+
+
+def continue_from(settings: Settings) -> str | None:
+    """The model directory ``train.pretrain_from`` names, or None to pre-train from scratch.
+
+    ``pretrained:latest`` before any pre-training has run also means from scratch, so that a
+    weekly DAG set to keep training its own latest model starts itself on its first run; any other
+    name that does not resolve is an error."""
+    from fbk_tasks.train.transformer import resolve_base_model
+
+    name = settings.train.pretrain_from
+    if not name:
+        return None
+    if name == "pretrained:latest" and not (settings.models_dir / "pretrained" / "LATEST").exists():
+        log.info("train.pretrain_from=pretrained:latest: no earlier pre-trained model, so this one starts from scratch")
+        return None
+    return resolve_base_model(settings, name)
+
+
+def read_lineage(model_dir: str | Path | None) -> dict:
+    """What a pre-trained model directory records about the instalments that made it (empty when
+    it records nothing, e.g. the packaged MiniLM)."""
+    import json
+
+    path = Path(model_dir) / LINEAGE_FILE if model_dir else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+def continued_model(settings: Settings, base: str | None = None):
     """(tokenizer, masked-LM model) to continue pre-training ``train.pretrain_from`` with: its own
     tokenizer (with the emoji rule of ``train.emoji_to_text``) and encoder; an MLM head the
     checkpoint lacks (sentence-transformers keep only the encoder) starts fresh, its decoder tied
@@ -98,7 +127,7 @@ def continued_model(settings: Settings):
     from fbk_tasks.text.emoji import enable as enable_emoji_rule
     from fbk_tasks.train.transformer import resolve_base_model
 
-    base = resolve_base_model(settings, settings.train.pretrain_from)
+    base = base or resolve_base_model(settings, settings.train.pretrain_from)
     tokenizer = AutoTokenizer.from_pretrained(base)
     enable_emoji_rule(tokenizer, settings.train.emoji_to_text)
     model = AutoModelForMaskedLM.from_pretrained(base)
@@ -131,8 +160,9 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     seed_everything(t.seed)
     device = select_device(t.device)
     deadline = None if t.pretrain_max_minutes is None else time.perf_counter() + 60 * t.pretrain_max_minutes
-    if t.pretrain_from:
-        tokenizer, model = continued_model(settings)
+    base = continue_from(settings)
+    if base is not None:
+        tokenizer, model = continued_model(settings, base)
         if t.freeze_word_embeddings:  # as the fine-tune will; the tied decoder then stays fixed too, its bias learns
             model.get_input_embeddings().weight.requires_grad_(False)
         enc = tokenize(tokenizer, list(texts), min(t.pretrain_max_length, model.config.max_position_embeddings))
@@ -206,12 +236,25 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     secs = time.perf_counter() - start
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    earlier = read_lineage(base)  # instalments add up: a weekly run that continues last week's model
+    lineage = {"instalments": earlier.get("instalments", 0) + 1, "total_steps": earlier.get("total_steps", 0) + step,
+               "total_seconds": earlier.get("total_seconds", 0.0) + secs, "continued_from": base}
+    _write_json_atomic(Path(out_dir) / LINEAGE_FILE, lineage)
     n = max(1, min(len(losses), t.log_every_steps))
     return {"steps": step, "seconds": secs, "samples_per_second": seen / max(secs, 1e-9), "final_mlm_loss": float(np.mean(losses[-n:])),
             "first_mlm_loss": float(np.mean(losses[:n])),
             "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), "threads": threads,
             "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time,
-            "continued": bool(t.pretrain_from), **bf16_probe}
+            "continued": base is not None, "continued_from": base, "instalments": lineage["instalments"],
+            "total_steps": lineage["total_steps"], "total_seconds": lineage["total_seconds"], **bf16_probe}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    import json
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
@@ -240,6 +283,10 @@ def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None =
                                  | {"data.texts": len(texts), "data.partitions": ",".join(sorted(frame["ds"].unique()))})
         stats = pretrain_mlm(texts, settings, out)
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
+        if stats["continued_from"]:  # lineage: which model this instalment trained on (a pre-train run id when it was one)
+            parent = Path(stats["continued_from"])
+            own = parent.resolve().parent == (settings.models_dir / "pretrained").resolve()
+            mlflow.set_tags({"fbk.pretrain_continued_from": str(parent), **({"fbk.pretrain_parent_run": parent.name} if own else {})})
         mlflow.log_artifacts(str(out), "pretrained_model")
     latest = settings.models_dir / "pretrained" / "LATEST"
     tmp = latest.with_suffix(".tmp")

@@ -141,3 +141,50 @@ def test_time_budget_schedule_warms_up_then_decays_to_zero():
     assert budget_schedule(0.0) == 0.0 and budget_schedule(0.03) == pytest.approx(0.5)
     assert budget_schedule(0.06) == pytest.approx(1.0) and budget_schedule(0.53) == pytest.approx(0.5)
     assert budget_schedule(1.0) == 0.0 and budget_schedule(1.7) == 0.0
+
+
+def test_weekly_instalments_continue_their_own_latest_model(train_env, monkeypatch):
+    """train.pretrain_from=pretrained:latest: the first run (nothing pre-trained yet) starts from
+    scratch instead of failing; the next continues that model (its vocabulary, its weights) and
+    the steps add up in the model's lineage and the MLflow run."""
+    import json
+
+    from mlflow import MlflowClient
+    from transformers import AutoTokenizer
+
+    from fbk_tasks.train.pretrain import LINEAGE_FILE, pretrain, resolve_pretrained
+
+    for k, v in {**PRETRAIN_ENV, "FBK_TRAIN__PRETRAIN_FROM": "pretrained:latest",
+                 "FBK_TRAIN__FREEZE_WORD_EMBEDDINGS": "false"}.items():
+        monkeypatch.setenv(k, v)
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=8, zh_share=0.7))
+    first = Path(pretrain(s))
+    second = Path(pretrain(train_env()))
+    assert first != second and resolve_pretrained(s, "latest") == second
+
+    assert json.loads((first / LINEAGE_FILE).read_text())["instalments"] == 1
+    lineage = json.loads((second / LINEAGE_FILE).read_text())
+    assert lineage["instalments"] == 2 and lineage["total_steps"] == 60 and lineage["continued_from"] == str(first)
+    assert AutoTokenizer.from_pretrained(second).get_vocab() == AutoTokenizer.from_pretrained(first).get_vocab()
+
+    client = MlflowClient(s.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-pretrain")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+    r1, r2 = runs[first.name], runs[second.name]
+    assert r1.data.metrics["continued"] == 0.0 and "fbk.pretrain_parent_run" not in r1.data.tags
+    assert r2.data.metrics["continued"] == 1.0 and r2.data.tags["fbk.pretrain_parent_run"] == first.name
+    assert r2.data.metrics["total_steps"] == 60 and r2.data.metrics["instalments"] == 2
+    # it trained on from the first model's weights (from scratch, the same seed and data would give
+    # the first run's losses exactly): it starts below where the first one started
+    assert r2.data.metrics["first_mlm_loss"] < r1.data.metrics["first_mlm_loss"] - 0.2
+
+
+def test_pretrain_from_a_missing_run_is_an_error(settings):
+    from fbk_tasks.train.pretrain import continue_from
+
+    s = settings.model_copy(update={"train": settings.train.model_copy(update={"pretrain_from": "pretrained:0123abcd"})})
+    with pytest.raises(FileNotFoundError, match="no pre-trained model '0123abcd'"):
+        continue_from(s)
+    latest = settings.model_copy(update={"train": settings.train.model_copy(update={"pretrain_from": "pretrained:latest"})})
+    assert continue_from(latest) is None
