@@ -73,6 +73,19 @@ def _slice_losses(cand: Evaluation, champ: Evaluation, tolerance: float) -> dict
             if s in champ.slices and champ.slices[s] - f > tolerance}
 
 
+def _tag_verdict(client, name: str, version: str, verdict: dict[str, Any], ev: Evaluation | None,
+                 champ_f1: float | None, champion, golden_sha: str) -> None:
+    registry.set_tags(client, name, version, {
+        "fbk.gate.verdict": verdict["verdict"],
+        "fbk.gate.reason": verdict["reason"],
+        "fbk.gate.candidate_f1": "" if ev is None else f"{ev.macro_f1:.6f}",
+        "fbk.gate.champion_f1": "" if champ_f1 is None else f"{champ_f1:.6f}",
+        "fbk.gate.champion_version": "" if champion is None else str(champion.version),
+        "fbk.gate.golden_sha256": golden_sha,
+        "fbk.gate.at": _now(),
+    })
+
+
 def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dict[str, Any]:
     """Gate this run's registered candidates (``register_candidate`` outputs); returns
     ``{"changed", "champion_version", "previous_version", "macro_f1", "verdicts"}``."""
@@ -106,11 +119,21 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
         champion = registry.alias_version(client, name, registry.CHAMPION)
         champ_f1: float | None = None
         changed = False
+        retried = False
         if best is not None:
             client.set_registered_model_alias(name, registry.CHALLENGER, best)
             cand_ev, pred_path = evals[best]
             reason = ""
-            if champion is not None and str(champion.version) == best:
+            prior = client.get_model_version(name, best).tags if champion is not None and str(champion.version) == best else {}
+            if prior.get("fbk.gate.verdict") == "promoted":
+                # a retry of this gate after it promoted (the verdict is tagged before the aliases
+                # move): the same answer again, so the champion event and retrain answers still go out
+                retried, changed = True, True
+                verdicts[best] = {"verdict": "promoted", "reason": prior.get("fbk.gate.reason", "")}
+                champ_f1 = float(prior["fbk.gate.champion_f1"]) if prior.get("fbk.gate.champion_f1") else None
+                was = prior.get("fbk.gate.champion_version")
+                champion = client.get_model_version(name, was) if was else None
+            elif champion is not None and str(champion.version) == best:
                 reason = "already champion"
             elif champion is not None:
                 champ_ev, _ = score_on_golden(settings, registry.model_uri(settings, champion.version), golden)
@@ -124,7 +147,7 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
                               f"{champ_f1:.4f}, less than min_delta={t.min_delta}")
                 elif losses:
                     reason = f"slice F1 loss above slice_tolerance={t.slice_tolerance}: {losses}"
-            if not reason:
+            if not reason and not retried:
                 from fbk_tasks.train.verify import verify_in_fresh_process
 
                 check = verify_in_fresh_process(registry.model_uri(settings, best), golden_path, pred_path,
@@ -134,9 +157,10 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
                     reason = f"fresh-process reload check failed: {check.get('reason')}"
             if reason:
                 verdicts[best] = {"verdict": "refused", "reason": reason}
-            else:
+            elif not retried:
                 verdicts[best] = {"verdict": "promoted", "reason": "first champion" if champion is None else
                                   f"beats champion v{champion.version}"}
+                _tag_verdict(client, name, best, verdicts[best], evals[best][0], champ_f1, champion, golden_sha)
                 if champion is not None:
                     client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
                 client.set_registered_model_alias(name, registry.CHAMPION, best)
@@ -144,16 +168,7 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
 
     for c in registered:
         v = c["version"]
-        ev = evals.get(v, (None,))[0]
-        registry.set_tags(client, name, v, {
-            "fbk.gate.verdict": verdicts[v]["verdict"],
-            "fbk.gate.reason": verdicts[v]["reason"],
-            "fbk.gate.candidate_f1": "" if ev is None else f"{ev.macro_f1:.6f}",
-            "fbk.gate.champion_f1": "" if champ_f1 is None else f"{champ_f1:.6f}",
-            "fbk.gate.champion_version": "" if champion is None else str(champion.version),
-            "fbk.gate.golden_sha256": golden_sha,
-            "fbk.gate.at": _now(),
-        })
+        _tag_verdict(client, name, v, verdicts[v], evals.get(v, (None,))[0], champ_f1, champion, golden_sha)
         log.info("gate v%s (%s): %s - %s", v, c["candidate"], verdicts[v]["verdict"], verdicts[v]["reason"])
 
     now = registry.alias_version(client, name, registry.CHAMPION)

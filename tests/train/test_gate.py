@@ -76,6 +76,51 @@ def test_worse_candidate_is_refused_with_tags(train_env):
     assert _aliases(s) == {"champion": first["version"], "challenger": worse["version"]}
 
 
+def test_a_retried_gate_repeats_its_promotion(train_env, monkeypatch):
+    """The gate task fails after it moved the aliases (here: answering retrain requests) and
+    Airflow retries it: the retry gives the same answer (promoted, changed, the previous champion),
+    not 'already champion', so the champion event still goes out."""
+    import fbk_tasks.drift.monitor as monitor
+
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=1))
+    assemble(s)  # takes the golden set
+    gold_ids = set(current_golden(s).load().review_id)
+    frame = read_curated(s, list_partitions(s))
+    pool = frame[~frame.review_id.isin(gold_ids)]
+    s.labels_dir.mkdir(parents=True)
+    noise = s.labels_dir / "shuffled.csv"  # the first champion learns shuffled labels, the second the real ones
+    pd.DataFrame({"review_id": pool.review_id, "label": np.random.default_rng(0).permutation(pool.label.to_numpy())}).to_csv(
+        noise, index=False)
+    first = _baseline(s)
+    assert gate_candidates(s, [first])["changed"]
+    noise.unlink()
+    second = _baseline(s)
+    assert second["golden_macro_f1"] > first["golden_macro_f1"]
+
+    real = monitor.answer_retrain_requests
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor, "answer_retrain_requests", flaky)
+    with pytest.raises(ConnectionError):
+        gate_candidates(s, [second])
+    assert _aliases(s)["champion"] == second["version"]  # the first attempt got as far as moving the aliases
+
+    retry = gate_candidates(s, [second])
+    assert retry["changed"] and retry["champion_version"] == second["version"]
+    assert retry["previous_version"] == first["version"]
+    assert retry["verdicts"][second["version"]]["verdict"] == "promoted"
+    tags = registry.client_for(s).get_model_version(s.mlflow.registered_model_name, second["version"]).tags
+    assert tags["fbk.gate.verdict"] == "promoted" and tags["fbk.gate.champion_version"] == first["version"]
+    assert _aliases(s) == {"champion": second["version"], "previous": first["version"], "challenger": second["version"]}
+
+
 def test_retried_registration_creates_no_second_version(train_env):
     s = train_env()
     write_partition(s.curated_dir, make_reviews(120, seed=2))
