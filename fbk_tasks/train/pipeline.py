@@ -186,10 +186,11 @@ def run_training(settings: Settings, ds_from: str | None = None, ds_to: str | No
     from fbk_tasks.train.gate import gate_candidates
 
     prepared = assemble(settings, ds_from, ds_to)
+    pretrained = None
     if settings.train.pretrain and "transformer" in (candidates or settings.train.candidates):
         from fbk_tasks.train.pretrain import pretrain
 
-        pretrain(settings)
-    registered = [register_candidate(settings, train_candidate(settings, prepared, c))
+        pretrained = pretrain(settings)  # the transformer fine-tunes from it, as in the DAG
+    registered = [register_candidate(settings, train_candidate(settings, prepared, c, pretrained))
                   for c in (candidates or settings.train.candidates)]
     return gate_candidates(settings, registered)

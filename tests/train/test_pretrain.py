@@ -188,3 +188,22 @@ def test_pretrain_from_a_missing_run_is_an_error(settings):
         continue_from(s)
     latest = settings.model_copy(update={"train": settings.train.model_copy(update={"pretrain_from": "pretrained:latest"})})
     assert continue_from(latest) is None
+
+
+def test_fbk_train_with_pretrain_fine_tunes_from_the_model_it_pre_trained(train_env, monkeypatch):
+    """`fbk train` (run_training) with train.pretrain: the transformer starts from the model just
+    pre-trained, as in the DAG, not from train.base_model."""
+    from mlflow import MlflowClient
+
+    from fbk_tasks.train.pipeline import run_training
+    from fbk_tasks.train.pretrain import resolve_pretrained
+
+    for k, v in {**PRETRAIN_ENV, "FBK_TRAIN__PRETRAIN": "true"}.items():
+        monkeypatch.setenv(k, v)
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=5, zh_share=0.7))
+    result = run_training(s, candidates=["transformer"])
+    (version,) = result["verdicts"]
+    client = MlflowClient(s.mlflow_tracking_uri)
+    run_id = client.get_model_version(s.mlflow.registered_model_name, version).run_id
+    assert client.get_run(run_id).data.params["transformer.base_model_path"] == str(resolve_pretrained(s, "latest"))
