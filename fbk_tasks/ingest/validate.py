@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +95,10 @@ def validation_frame(frame: pd.DataFrame, masks: dict[str, np.ndarray], columns:
             "review_id": _str_series(_arrow_str(frame["review_id"])),
             "text": _str_series(text),
             "language": _str_series(language),
-            # the parsed number, out-of-range values included, so GX sees what the row said
-            "rating": frame["rating_parsed"].astype(float).to_numpy() if "rating_parsed" in frame else frame["rating"].astype("Float64").astype(float).to_numpy(),
+            # the parsed number, out-of-range values included, so GX sees what the row said; a
+            # rating that is not a whole number is rating_invalid alone (as in the quarantine mask)
+            "rating": np.where(masks["rating_invalid"], np.nan, frame["rating_parsed"].astype(float).to_numpy())
+            if "rating_parsed" in frame else frame["rating"].astype("Float64").astype(float).to_numpy(),
             "created_at": frame["created_at"].reset_index(drop=True),
         },
         index=pd.RangeIndex(len(frame)),
@@ -186,7 +188,8 @@ def run_gate(
         "allowed_languages": list(cfg.allowed_languages),
         "max_quarantine_share": cfg.max_quarantine_share if max_quarantine_share is None else max_quarantine_share,
         "max_duplicate_share": cfg.max_duplicate_share if max_duplicate_share is None else max_duplicate_share,
-        "now": now.isoformat(),
+        # the same horizon as the quarantine mask: a sender's clock may run this far ahead
+        "future_horizon": (now + timedelta(minutes=cfg.future_tolerance_minutes)).isoformat(),
         "columns": list(VALIDATION_COLUMNS),
     }
     from great_expectations.core.run_identifier import RunIdentifier

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import unicodedata
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pyarrow as pa
@@ -66,6 +67,9 @@ ROW_CASES = {
     "rating_zero": (_row("r02", "Zero stars given here", rating="0"), "rating_out_of_range"),
     "rating_six": (_row("r03", "Six stars given here", rating="6"), "rating_out_of_range"),
     "rating_fraction": (_row("r04", "Four and a half", rating="4.5"), "rating_invalid"),
+    # not whole and outside 1..5: one reason (invalid), and GX must count it the same way
+    "rating_fraction_above": (_row("r22", "Five and a half stars", rating="5.5"), "rating_invalid"),
+    "rating_fraction_below": (_row("r23", "Half a star only", rating="0.5"), "rating_invalid"),
     "text_nan": (_row("r05", ""), "text_empty"),
     "text_whitespace": (_row("r06", "   \t  "), "text_empty"),
     "text_1mb": (_row("r07", "This kettle is good. " * 50_000), "text_too_long"),
@@ -91,6 +95,9 @@ def test_row_level_corpus(settings, tmp_path, monkeypatch):
     settings.ingest.max_duplicate_share = 1.0
     rows = [case[0] for case in ROW_CASES.values()]
     rows.append(["r99", "P1", "Kettle", "home", "4", "", "ok", "2026-02-28", "EXTRA"])  # too many fields
+    # a sender's clock two minutes ahead of ours: within ingest.future_tolerance_minutes, so curated
+    ahead = (datetime.now(timezone.utc) + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows.append(_row("r21", "Posted two minutes ahead of our clock", created=ahead))
     data = _csv(rows).encode("utf-8")
     report = _ingest(settings, tmp_path, "corpus.csv", data)
     curated, quarantine = _reconciles(settings, report)
@@ -106,6 +113,7 @@ def test_row_level_corpus(settings, tmp_path, monkeypatch):
         else:
             assert rid in by_id_q and any(reason in rs for rs in by_id_q[rid]), f"{name}: expected quarantine reason {reason}, got {by_id_q.get(rid)}"
 
+    assert "r21" in set(curated["review_id"])
     malformed = quarantine[quarantine["reason"].str.contains("malformed_row")]
     assert len(malformed) == 1 and "EXTRA" in malformed["raw_record"].iloc[0]
 
