@@ -33,7 +33,7 @@ import pyarrow.dataset as pads
 
 from fbk_tasks.ingest.mapping import SourceMapping, choose_mapping, load_mappings
 from fbk_tasks.ingest.readers import FileRejected, read_file
-from fbk_tasks.ingest.transform import REASONS, Canonical, mark_duplicates, raw_records, to_canonical
+from fbk_tasks.ingest.transform import REASONS, Canonical, mark_duplicates, raw_records, remember_curated, to_canonical
 from fbk_tasks.ingest.validate import BatchRejected, run_gate, validation_frame
 from fbk_tasks.io import atomic
 from fbk_tasks.schema import CURATED_COLUMNS, CURATED_SCHEMA
@@ -235,8 +235,10 @@ def _write_ledger(settings: Settings, row: dict) -> None:
 
 # --- history for duplicate detection ---------------------------------------------------------
 def _history(settings: Settings, ds: str) -> tuple[set[str], set[str]]:
-    """review_ids of every curated partition before ds, and (product, normalised text) keys of
-    the partitions inside the dedup window."""
+    """review_ids of every other curated partition, and (product, normalised text) keys of the
+    other partitions inside the dedup window (either side of ds). Later partitions count too, so
+    a backfilled night cannot curate a review a later night already holds (it would be scored
+    and counted twice); ds's own partition does not, so a re-run reproduces it."""
     from fbk_tasks.text.clean import normalize_for_dedup
 
     ids: set[str] = set()
@@ -246,11 +248,13 @@ def _history(settings: Settings, ds: str) -> tuple[set[str], set[str]]:
         return ids, keys
     day = date.fromisoformat(ds)
     window_start = (day - timedelta(days=settings.ingest.dedup_window_days)).isoformat()
+    window_end = (day + timedelta(days=settings.ingest.dedup_window_days)).isoformat()
     for part in sorted(root.glob("ds=*")):
         pds = part.name[3:]
-        if pds >= ds or not any(part.glob("*.parquet")):
+        if pds == ds or not any(part.glob("*.parquet")):
             continue
-        cols = ["review_id"] if pds < window_start else ["review_id", "product_id", "product_name", "product_category", "source", "text"]
+        inside = window_start <= pds <= window_end
+        cols = ["review_id", "product_id", "product_name", "product_category", "source", "text"] if inside else ["review_id"]
         t = pads.dataset(part, format="parquet").to_table(columns=cols)
         ids.update(t["review_id"].to_pylist())
         if len(cols) > 1:
@@ -345,7 +349,7 @@ def ingest_file(
     canon.masks.setdefault("malformed_row", np.zeros(len(canon.frame), dtype=bool))
     if canon.masks["malformed_row"].any():  # no text at all
         canon.masks["text_empty"] = canon.masks["text_empty"] | canon.masks["malformed_row"]
-    mark_duplicates(canon, seen_ids, seen_keys, remember=remember)
+    mark_duplicates(canon, seen_ids, seen_keys)
     lap("duplicates")
 
     vframe = validation_frame(canon.frame, canon.masks)
@@ -388,6 +392,8 @@ def ingest_file(
         atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons, raw), quarantine_path)
     else:
         quarantine_path.unlink(missing_ok=True)
+    if remember:  # not for the last file of a run: nobody reads them again
+        remember_curated(canon, ~quarantined, seen_ids, seen_keys)
     lap("write")
     return report, read.format, read.encoding
 

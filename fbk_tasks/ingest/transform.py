@@ -281,16 +281,21 @@ def raw_records(table: pa.Table, rows: np.ndarray) -> list[str]:
     return [json.dumps(dict(zip(cols, row)), ensure_ascii=False) for row in zip(*values)] if cols else ["{}"] * len(rows)
 
 
-def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str], remember: bool = True) -> None:
+def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str]) -> None:
     """Flag rows whose review_id, or (product, normalised text), was seen before, in this
-    file or earlier (``seen_*`` hold earlier partitions and files; they are updated unless
-    ``remember`` is false, e.g. for the last file of a run, where nobody reads them again)."""
+    file or earlier (``seen_*`` hold the curated rows of earlier partitions and files)."""
     f = canon.frame
     dup_id = f["review_id"].duplicated(keep="first").to_numpy() | f["review_id"].isin(seen_ids).to_numpy()
     nonempty = f["text"].fillna("").str.len().to_numpy() > 0
     keys = f["dedup_key"]
     dup_text = nonempty & (keys.duplicated(keep="first").to_numpy() | keys.isin(seen_keys).to_numpy())
     canon.masks["duplicate"] = dup_id | dup_text
-    if remember:
-        seen_ids.update(f["review_id"].tolist())
-        seen_keys.update(keys[nonempty].tolist())
+
+
+def remember_curated(canon: Canonical, curated: np.ndarray, seen_ids: set[str], seen_keys: set[str]) -> None:
+    """Add a file's curated rows to ``seen_*`` once it has been written, so later files of the
+    run are checked against what was published (as earlier partitions are), not against rows
+    that were quarantined or belonged to a rejected file: a corrected re-send is not a duplicate."""
+    f = canon.frame.loc[curated]
+    seen_ids.update(f["review_id"].tolist())
+    seen_keys.update(f["dedup_key"][f["text"].fillna("").str.len() > 0].tolist())

@@ -132,6 +132,26 @@ def test_row_level_corpus(settings, tmp_path, monkeypatch):
     assert ledger["pii_email"].sum() >= 1 and ledger["pii_phone"].sum() >= 1
 
 
+def test_a_corrected_resend_in_the_same_night_is_not_a_duplicate(settings, tmp_path):
+    """Duplicates are judged against what was curated: a row quarantined in one file (bad
+    rating) and sent again corrected in a later file of the same night is curated, while a row
+    curated in the first file and sent again is a duplicate."""
+    settings.ingest.max_quarantine_share = 1.0
+    settings.ingest.max_duplicate_share = 1.0
+    first = tmp_path / "in" / "a_first.csv"
+    resend = tmp_path / "in" / "b_resend.csv"
+    first.parent.mkdir(parents=True)
+    first.write_text(_csv([_row("c1", "Kettle boils slowly", rating="five"), _row("c2", "Kettle arrived dented")]))
+    resend.write_text(_csv([_row("c1", "Kettle boils slowly", rating="2"), _row("c2", "Kettle arrived dented")]))
+    land_files(settings, [first, resend], DS)
+    report = ingest_partition(settings, DS)
+    curated, quarantine = _reconciles(settings, report)
+    assert sorted(curated["review_id"]) == ["c1", "c2"]
+    reasons = dict(zip(zip(quarantine["review_id"], quarantine["source_file"].str.contains("b_resend")), quarantine["reason"]))
+    assert reasons == {("c1", False): "rating_invalid", ("c2", True): "duplicate"}
+    assert curated.set_index("review_id").loc["c1", "rating"] == 2
+
+
 def test_label_confidence_is_kept_or_quarantined_with_its_value(settings, tmp_path):
     """A source's confidence in its label: a number in [0, 1] is kept beside the label, anything
     else quarantines the row with reason label_confidence_invalid and the value as written; a

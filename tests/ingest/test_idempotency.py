@@ -54,3 +54,23 @@ def test_review_seen_on_an_earlier_day_is_a_duplicate(settings, tmp_path):
     assert report.files[0].rows_duplicate == 10 and report.rows_curated == 0
     q = pq.read_table(settings.quarantine_dir / "ds=2026-03-03").to_pandas()
     assert set(q["reason"]) == {"duplicate"}
+
+
+def test_backfilled_night_does_not_curate_a_review_a_later_night_holds(settings, tmp_path):
+    """Backfill: night 03-05 was ingested; then 03-04 is ingested late holding ten of the same
+    reviews. They are quarantined as duplicates, so no review is curated (and later scored and
+    counted) twice; re-running 03-05 still reproduces it (its own partition is not history)."""
+    df = generate_reviews(100, seed=5, ds="2026-03-05", bad_share=0, duplicate_share=0, noise_share=0, pii_share=0)
+    land_files(settings, [write_reviews(df, tmp_path / "d5.csv")], "2026-03-05")
+    later = ingest_partition(settings, "2026-03-05")
+    settings.ingest.max_duplicate_share = 1.0
+    settings.ingest.max_quarantine_share = 1.0
+    again = df.iloc[:10].copy()
+    again["title"] = "exported a day early"
+    land_files(settings, [write_reviews(again, tmp_path / "d4.csv")], "2026-03-04")
+    backfill = ingest_partition(settings, "2026-03-04")
+    assert backfill.files[0].rows_duplicate == 10 and backfill.rows_curated == 0
+    curated = pq.read_table(settings.curated_dir / "ds=2026-03-05").to_pandas()
+    assert not (settings.curated_dir / "ds=2026-03-04").exists() or not len(pq.read_table(settings.curated_dir / "ds=2026-03-04"))
+    assert curated["review_id"].is_unique and len(curated) == later.rows_curated
+    assert ingest_partition(settings, "2026-03-05").rows_curated == later.rows_curated
