@@ -11,7 +11,7 @@ Runs every night at 03:00 UTC **and** whenever ingestion updates `Asset('curated
    `review_id`. Params: `ds` (one partition; default all), `rescore` (score again with the
    current champion).
 3. **score_shard** (dynamic task mapping, one task per shard): streams the shard from
-   Parquet, predicts in batches, writes `scores/ds=D/part-<version>-<shard>.parquet`
+   Parquet, predicts in batches, writes `scores/ds=D/part-<version>-<shard>-<tag>.parquet`
    atomically; unscorable reviews go to `scores/_rejected/` with a reason. The champion
    serves through its ONNX export (int8, else fp32) when that export passed the golden-set
    check at registration, else through PyTorch; the backend is in each result and in the

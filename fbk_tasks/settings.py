@@ -271,7 +271,6 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("data"), description="Data root: landing, curated, quarantine, scores, reports, stores.")
-    timezone: str = Field("UTC", description="Time zone of logical dates.")
     demo_seed: int = Field(7, description="Seed of the demo's generated reviews.")
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

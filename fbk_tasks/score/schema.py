@@ -11,7 +11,7 @@ from fbk_tasks.schema import SENTIMENT_CLASSES
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c}" for c in SENTIMENT_CLASSES)
 
-# <scores_dir>/ds=YYYY-MM-DD/part-<model_version>-<shard>.parquet
+# <scores_dir>/ds=YYYY-MM-DD/part-<model_version>-<shard>-<plan tag>.parquet
 SCORES_SCHEMA = pa.schema(
     [
         pa.field("review_id", pa.string(), nullable=False),
