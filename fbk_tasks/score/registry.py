@@ -63,8 +63,12 @@ def _ts_ms(ms: int | None) -> _dt.datetime | None:
     return None if ms is None else _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
 
 
-def snapshot_registry(settings: Settings, now: _dt.datetime | None = None) -> Path:
+def snapshot_registry(settings: Settings, now: _dt.datetime | None = None, served_version: int | None = None) -> Path:
     """Snapshot every version of the registered model (aliases, tags, run) to Parquet.
+
+    ``served_version``: the version whose scores the warehouse shows (``review_scores``): the
+    one the scoring run that takes the snapshot used, which is not the champion when the alias
+    moved during the run (its scores come with the next run). None: the champion's.
 
     Snapshots are write-once files
     (``<state_dir>/registry/model_versions-<snapshot time>-<content hash>.parquet``): when the
@@ -90,6 +94,8 @@ def snapshot_registry(settings: Settings, now: _dt.datetime | None = None) -> Pa
         versions = list(client.search_model_versions(f"name = '{name}'"))
     except Exception:  # no such model yet: an empty snapshot is the truth
         aliases_by_version, versions = {}, []
+    if served_version is None:
+        served_version = next((v for v, names in aliases_by_version.items() if settings.score.model_alias in names), None)
     rows = []
     for mv in sorted(versions, key=lambda m: int(m.version)):
         v = int(mv.version)
@@ -103,6 +109,7 @@ def snapshot_registry(settings: Settings, now: _dt.datetime | None = None) -> Pa
                 "status": str(mv.status) if mv.status is not None else None,
                 "source": mv.source,
                 "created_at": _ts_ms(mv.creation_timestamp),
+                "served_version": None if served_version is None else int(served_version),
                 "snapshot_at": snapshot_at,
             }
         )

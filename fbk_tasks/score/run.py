@@ -609,8 +609,12 @@ def verify_outputs(settings: Settings, model: ModelRef, specs: list[ShardSpec]) 
     return {"version_scored_in_partitions": totals["s_unique"], "version_rejected_in_partitions": totals["r_unique"]}
 
 
-def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True) -> dict[str, Any]:
-    """Reconcile a run (counts per shard and the files), snapshot the registry, rebuild the warehouse."""
+def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True,
+                 model_version: int | None = None) -> dict[str, Any]:
+    """Reconcile a run (counts per shard and the files), snapshot the registry, rebuild the warehouse.
+
+    ``model_version``: the version the run pinned (taken from the shards when there are any);
+    the snapshot records it as the one whose scores the warehouse shows."""
     from fbk_tasks.warehouse.build import build_warehouse
 
     by_key = {(r.ds, r.shard): r for r in results}
@@ -643,7 +647,8 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
         if any(s.rescore for s in specs):
             summary["superseded_files_removed"] = remove_superseded(settings, specs, results)
         summary.update(verify_outputs(settings, model, specs))
-    snapshot_registry(settings)
+    served = int(specs[0].model.version) if specs else model_version
+    snapshot_registry(settings, served_version=served)
     if build:
         summary["warehouse"] = str(build_warehouse(settings))
     return summary
@@ -668,7 +673,8 @@ def run_scoring(
         model = mlflow.pyfunc.load_model(model_ref.uri)
         backend = prepare_model(model, settings)
     results = [score_shard(settings, spec, model=model, backend=backend) for spec in specs]
-    summary = finalize_run(settings, specs, results, build=build)
+    summary = finalize_run(settings, specs, results, build=build,
+                           model_version=None if model_ref is None else int(model_ref.version))
     summary.setdefault("model_name", model_ref.name)
     summary.setdefault("model_version", model_ref.version)
     return summary

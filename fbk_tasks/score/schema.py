@@ -51,6 +51,7 @@ MODEL_VERSIONS_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("source", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("served_version", pa.int64()),  # whose scores review_scores shows (the last scoring run's)
         pa.field("snapshot_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )

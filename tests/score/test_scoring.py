@@ -265,3 +265,26 @@ def test_registry_snapshot_is_write_once_and_tracks_alias_moves(lake):
     build_warehouse(s)
     assert query(s, "SELECT model_version FROM model_versions WHERE is_champion")[1] == [(lake["version"],)]
     assert v2 == lake["version"] + 1
+
+
+def test_warehouse_keeps_the_served_scores_when_the_alias_moves_during_a_run(lake):
+    """A scoring run pinned v1; the champion alias moved to v2 before its finalize (the weekly
+    training, or `fbk model promote`). review_scores keeps showing v1's scores, the version the
+    run served, instead of going empty; the next run scores history with v2 and shows those."""
+    from fbk_tasks.score.registry import resolve_champion
+    from fbk_tasks.score.testing import register_keyword_model
+    from fbk_tasks.warehouse.query import query
+
+    s, v1 = lake["settings"], lake["version"]
+    n = run_scoring(s)["scored"]  # some test reviews are rejected by design
+    pinned = resolve_champion(s)
+    v2 = register_keyword_model(s, bias="positive")  # now the champion
+    specs = plan_shards(s, None, pinned, run_id="during-the-move")  # the run that pinned v1: nothing new to score
+    assert specs == []
+    finalize_run(s, specs, [], model_version=pinned.version)
+    rows = query(s, "SELECT model_version, count(*) FROM review_scores GROUP BY 1")[1]
+    assert rows == [(v1, n)]
+    assert query(s, "SELECT model_version FROM model_versions WHERE is_champion")[1] == [(v2,)]
+
+    n2 = run_scoring(s)["scored"]  # the next night: the new champion scores history, and serves
+    assert query(s, "SELECT model_version, count(*) FROM review_scores GROUP BY 1")[1] == [(v2, n2)] and n2 > 0

@@ -1,5 +1,6 @@
 -- model_versions: the registry as of the newest snapshot (taken at each scoring run when it
--- changed); is_champion marks the version the scoring alias points at.
+-- changed); is_champion marks the version the scoring alias points at, is_served the version
+-- whose scores review_scores shows (the last scoring run's; the champion's once it has scored).
 CREATE OR REPLACE VIEW model_versions AS
 SELECT
     model_name,
@@ -7,6 +8,7 @@ SELECT
     mlflow_run_id,
     aliases,
     list_contains(aliases, {{ champion_alias }}) AS is_champion,
+    coalesce(model_version = served_version, list_contains(aliases, {{ champion_alias }})) AS is_served,
     tags_json,
     status,
     artifact_source,

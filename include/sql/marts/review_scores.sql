@@ -1,4 +1,5 @@
--- review_scores: the current champion's score for each review, with the review's attributes.
+-- review_scores: the serving model's score for each review, with the review's attributes: the
+-- version the last scoring run used (the champion, except in the run during which the alias moved).
 CREATE OR REPLACE VIEW review_scores AS
 SELECT
     r.review_id,
@@ -23,6 +24,6 @@ SELECT
     s.score_run_id
 FROM stg_scores AS s
 JOIN model_versions AS m
-  ON m.model_name = s.model_name AND m.model_version = s.model_version AND m.is_champion
+  ON m.model_name = s.model_name AND m.model_version = s.model_version AND m.is_served
 JOIN reviews AS r
   ON r.review_id = s.review_id;

@@ -9,5 +9,6 @@ SELECT
     CAST(status AS VARCHAR)             AS status,
     CAST(source AS VARCHAR)             AS artifact_source,
     CAST(created_at AS TIMESTAMPTZ)     AS created_at,
+    CAST(served_version AS BIGINT)      AS served_version,
     CAST(snapshot_at AS TIMESTAMPTZ)    AS snapshot_at
 FROM {{ model_versions }};
