@@ -91,11 +91,16 @@ def feedback_monitor():
         decision = result["decision"]
         if not decision["retrain"]:
             raise AirflowSkipException(f"no retrain requested: {decision['status']}")
-        from fbk_tasks.drift.monitor import record_retrain_request
+        from fbk_tasks.drift.monitor import record_retrain_request, requested_by_another_run
         from fbk_tasks.drift.policy import Decision
         from fbk_tasks.settings import load_settings
 
-        record_retrain_request(load_settings(), result["ds"], Decision(**decision), result["model_version"])
+        settings, run_id = load_settings(), get_current_context()["run_id"]
+        earlier = requested_by_another_run(settings, result["ds"], run_id)
+        if earlier:
+            raise AirflowSkipException(f"a retrain for {result['ds']} was already requested at {earlier.get('requested_at')} "
+                                       f"by run {earlier.get('run_id')}: not asking again")
+        record_retrain_request(settings, result["ds"], Decision(**decision), result["model_version"], run_id)
         extra = {"ds": result["ds"], "model_version": result["model_version"], "reasons": decision["reasons"],
                  "numbers": decision["numbers"], "signals": decision["fired_signals"], "report": result["report_path"]}
         outlet_events[RETRAIN_REQUESTED].extra = extra

@@ -214,18 +214,29 @@ def load_reference(settings: Settings, name: str, version: int, parts: list[str]
 # -- cooldown state ------------------------------------------------------------------------------
 
 
-def record_retrain_request(settings: Settings, ds: str, decision: Decision, model_version: int) -> Path:
+def record_retrain_request(settings: Settings, ds: str, decision: Decision, model_version: int,
+                           run_id: str | None = None) -> Path:
     """Append this night's retrain request to the state file (idempotent per ds; an answered
-    request keeps its outcome)."""
+    request keeps its outcome). ``run_id``: the monitoring run that made it."""
     entries = read_retrain_requests(settings)
     kept = next((e.get("outcome") for e in entries if e.get("ds") == ds), None)
     entries = [e for e in entries if e.get("ds") != ds]
     entry = {"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-             "reasons": decision.reasons}
+             "reasons": decision.reasons, "run_id": run_id}
     if kept:
         entry["outcome"] = kept
     entries.append(entry)
     return _write_requests(settings, entries)
+
+
+def requested_by_another_run(settings: Settings, ds: str, run_id: str | None) -> dict[str, Any] | None:
+    """The request already recorded for night ``ds`` by a different monitoring run, if any.
+
+    A night is measured again whenever ``review_scores`` is updated (the 03:00 run after an
+    asset-triggered one, a re-score); the decision is the same, but asking for a second retrain
+    of the same night is not: only the run that first asked emits the event (and again when that
+    run's task is retried)."""
+    return next((e for e in read_retrain_requests(settings) if e.get("ds") == ds and e.get("run_id") != run_id), None)
 
 
 def read_retrain_requests(settings: Settings) -> list[dict[str, Any]]:
@@ -423,6 +434,6 @@ def summary(meas: NightMeasurement, decision: Decision, mpath: Path, rpath: Path
 __all__ = [
     "DriftInputError", "NightMeasurement", "answer_retrain_requests", "decide_night", "last_retrain", "latest_request",
     "outcome_text", "read_retrain_requests", "load_night", "load_reference",
-    "measure_night", "metrics_path", "record_retrain_request", "reference_cache_path", "reference_partitions",
+    "measure_night", "metrics_path", "record_retrain_request", "requested_by_another_run", "reference_cache_path", "reference_partitions",
     "report_path", "run_drift", "summary", "write_metrics",
 ]

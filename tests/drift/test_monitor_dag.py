@@ -122,6 +122,11 @@ def test_dag_test_requests_retrain_then_cools_down(airflow_db, drift_lake):
     assert events[-1]["ds"] == "2026-03-02" and events[-1]["reasons"] and "category_mix_psi[all]" in events[-1]["numbers"]
 
     assert "smart_glasses" in html  # the unseen category is named in the report
+    # the same night measured again (another review_scores event that day): same decision, no second request
+    again = dag.test(logical_date=dt.datetime(2026, 3, 2, 5, tzinfo=dt.timezone.utc), run_conf={"ds": "2026-03-02"})
+    states_again = {ti.task_id: ti.state for ti in again.get_task_instances()}
+    assert again.state == "success" and states_again["emit_retrain"] == "skipped", states_again
+    assert len(_asset_events("retrain_requested")) == before + 1
     # the next (still drifted) night falls in the cooldown after that request: recorded, not emitted
     run2 = dag.test(logical_date=dt.datetime(2026, 3, 3, 4, tzinfo=dt.timezone.utc), run_conf={"ds": "2026-03-03"})
     states2 = {ti.task_id: ti.state for ti in run2.get_task_instances()}
