@@ -17,6 +17,8 @@ Layout:
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import json
 import logging
@@ -218,15 +220,34 @@ def record_retrain_request(settings: Settings, ds: str, decision: Decision, mode
                            run_id: str | None = None) -> Path:
     """Append this night's retrain request to the state file (idempotent per ds; an answered
     request keeps its outcome). ``run_id``: the monitoring run that made it."""
-    entries = read_retrain_requests(settings)
-    kept = next((e.get("outcome") for e in entries if e.get("ds") == ds), None)
-    entries = [e for e in entries if e.get("ds") != ds]
-    entry = {"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-             "reasons": decision.reasons, "run_id": run_id}
-    if kept:
-        entry["outcome"] = kept
-    entries.append(entry)
-    return _write_requests(settings, entries)
+    with _requests_lock(settings):
+        entries = read_retrain_requests(settings)
+        kept = next((e.get("outcome") for e in entries if e.get("ds") == ds), None)
+        entries = [e for e in entries if e.get("ds") != ds]
+        entry = {"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                 "reasons": decision.reasons, "run_id": run_id}
+        if kept:
+            entry["outcome"] = kept
+        entries.append(entry)
+        return _write_requests(settings, entries)
+
+
+@contextlib.contextmanager
+def _requests_lock(settings: Settings):
+    """Serialise the read-modify-write of the request file: the monitor (recording a request) and
+    the gate (answering them) may run at the same time, and neither may lose the other's line.
+    An advisory lock on a file beside it (processes on one host, or a shared file system that
+    supports flock)."""
+    import fcntl
+
+    folder = drift_state_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / (REQUESTS_FILE + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def requested_by_another_run(settings: Settings, ds: str, run_id: str | None) -> dict[str, Any] | None:
@@ -279,10 +300,6 @@ def answer_retrain_requests(settings: Settings, gate_result: dict[str, Any],
     * on a refusal, the champion that stays gets ``fbk.drift.refused_retrain``;
     * the requesting nights' drift reports are rendered again with the outcome.
     Returns the answered requests."""
-    entries = read_retrain_requests(settings)
-    pending = [e for e in entries if not e.get("outcome")]
-    if not pending:
-        return []
     verdicts = gate_result.get("verdicts") or {}
     kinds = {str(c["version"]): c.get("candidate") for c in registered}
     outcome = {
@@ -292,9 +309,14 @@ def answer_retrain_requests(settings: Settings, gate_result: dict[str, Any],
         "answered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "candidates": {str(v): {"candidate": kinds.get(str(v)), **d} for v, d in verdicts.items()},
     }
-    for e in pending:
-        e["outcome"] = outcome
-    _write_requests(settings, entries)
+    with _requests_lock(settings):
+        entries = read_retrain_requests(settings)
+        pending = [e for e in entries if not e.get("outcome")]
+        if not pending:
+            return []
+        for e in pending:
+            e["outcome"] = outcome
+        _write_requests(settings, entries)
 
     from fbk_tasks.train import registry
 

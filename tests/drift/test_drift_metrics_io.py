@@ -68,3 +68,27 @@ def test_retrain_requests_state(settings):
     assert last_retrain(settings, "2026-03-04") == "2026-03-02"
     assert last_retrain(settings, "2026-03-04", {"fbk.gate.at": "2026-03-03T05:00:00+00:00"}) == "2026-03-03"
     assert last_retrain(settings, "2026-03-01", {"fbk.gate.at": "2026-03-03T05:00:00+00:00"}) is None
+
+
+def _record_many(settings, worker: int, decision) -> None:
+    for i in range(15):
+        record_retrain_request(settings, f"2026-0{1 + worker % 9}-{10 + i}", decision, worker)
+
+
+def test_concurrent_requests_are_never_lost(settings):
+    """The monitor and the gate rewrite the request file (read, change, write); in parallel
+    processes every line survives (a lock serialises them)."""
+    import multiprocessing
+
+    from fbk_tasks.drift.monitor import read_retrain_requests
+
+    meas = _measurement(settings)
+    decision = decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_record_many, args=(settings, w, decision)) for w in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    assert len({e["ds"] for e in read_retrain_requests(settings)}) == 6 * 15
