@@ -85,7 +85,7 @@ class TrainSettings(_Section):
     warmup_ratio: Share = Field(0.06, description="Share of steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
     seed: int = Field(13, description="Seed of splits, golden sample, batching and model init.")
-    early_stopping_patience: int = Field(1, ge=0, description="Epochs without dev macro-F1 gain before stopping.")
+    early_stopping_patience: int = Field(1, ge=0, description="Training stops after this many epochs in a row without a dev macro-F1 gain (0 acts as 1); the best epoch is restored.")
     class_weights: bool = Field(True, description="Balanced class weights in the fine-tune loss.")
     tune_class_bias: bool = Field(
         False,

@@ -63,9 +63,19 @@ def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classe
         values = frame[col].fillna("<none>").astype(str).to_numpy()
         for val in sorted(set(values)):
             m = values == val
-            if m.sum() >= min_rows:
-                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=classes, average="macro", zero_division=0))
+            if m.sum() >= min_rows:  # over the classes the slice holds or was given (a binary source's
+                # slice has no neutral: counting its F1 as 0 would understate the slice by a third)
+                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=_present(classes, y_true[m], y_pred[m]),
+                                                     average="macro", zero_division=0))
     return out
+
+
+def _present(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> list[str]:
+    """The labels a macro average runs over: every class in the true labels or the predictions
+    (in ``classes`` order, then true labels the model cannot predict). A class absent from both
+    says nothing about the model; a true class it cannot predict counts, with F1 0."""
+    seen = set(y_true) | set(y_pred)
+    return [c for c in classes if c in seen] + sorted(set(y_true) - set(classes))
 
 
 def evaluate(
@@ -76,20 +86,21 @@ def evaluate(
     pred_idx = proba.argmax(axis=1)
     y_pred = np.asarray(classes, dtype=object)[pred_idx]
     conf = proba.max(axis=1)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    labels = list(classes) + sorted(set(y_true) - set(classes))  # a golden class the model lacks is reported too
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {
         c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-        for i, c in enumerate(classes)
+        for i, c in enumerate(labels)
     }
     return Evaluation(
-        macro_f1=float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=_present(classes, y_true, y_pred), average="macro", zero_division=0)),
         accuracy=float(accuracy_score(y_true, y_pred)),
         ece=expected_calibration_error(conf, y_true == y_pred, ece_bins),
         per_class=per_class,
         slices=slice_f1(frame, y_true, y_pred, classes, min_slice_rows),
-        confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-        classes=list(classes),
-        report=classification_report(y_true, y_pred, labels=classes, digits=4, zero_division=0),
+        confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        classes=list(labels),
+        report=classification_report(y_true, y_pred, labels=labels, digits=4, zero_division=0),
     )
 
 

@@ -130,6 +130,11 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
                 mlflow.log_metric("dev_macro_f1_before_bias", res.dev_macro_f1_before_bias)
             out = tr.save(res, work / "hf_model")
             artifacts["model_dir"] = str(out)
+            if res.device != "cpu":
+                # evaluate, log the golden predictions and export from the model as CPU workers
+                # serve it (fp32, no autocast): the gate's reload check and the ONNX checks compare
+                # against these numbers, and a bf16 GPU pass would differ beyond their tolerance
+                res.model.to("cpu")
 
             def proba(texts):
                 return tr.predict_proba(res.model, res.tokenizer, list(texts), t.eval_batch_size, t.max_length)

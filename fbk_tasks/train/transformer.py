@@ -506,7 +506,7 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             bad_epochs += 1
         if ema is not None:
             _swap_weights(ema, params)  # back to the raw weights to go on training
-        if bad_epochs > t.early_stopping_patience:
+        if bad_epochs >= max(1, t.early_stopping_patience):
             log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
             break
         if step >= total_steps:

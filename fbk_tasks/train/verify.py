@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,10 @@ def verify_in_fresh_process(model_uri: str, golden: Path, expected: Path, tracki
     """Run :func:`main` in a new interpreter; returns its JSON verdict (``ok`` False on any failure)."""
     cmd = [sys.executable, "-m", "fbk_tasks.train.verify", "--model-uri", model_uri, "--golden", str(golden),
            "--expected", str(expected), "--tracking-uri", tracking_uri, "--registry-uri", registry_uri]
+    # on the CPU whatever the gate's worker has: the expected predictions were made there in fp32
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return {"ok": False, "reason": f"fresh-process load did not finish within {timeout_s}s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -199,3 +199,19 @@ def test_evaluation_metrics_slices_and_ece():
     assert ev.ece == pytest.approx(0.15, abs=1e-6)
     assert expected_calibration_error(np.array([1.0, 1.0]), np.array([True, True])) == 0.0
     assert "golden_slice_f1.language.en" in ev.metrics("golden")
+
+
+def test_macro_f1_runs_over_the_classes_present():
+    """A slice fed by a binary source (no neutral) is judged on its two classes, not given a 0 for
+    neutral; a golden class the model cannot predict counts, with F1 0."""
+    classes = ["negative", "neutral", "positive"]
+    frame = pd.DataFrame({"label": ["negative", "positive"] * 30 + ["neutral"] * 20,
+                          "language": ["zh"] * 60 + ["en"] * 20, "product_category": ["a"] * 80})
+    proba = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]] * 30 + [[0.1, 0.8, 0.1]] * 20)
+    ev = evaluate(frame, proba, classes, min_slice_rows=20)
+    assert ev.macro_f1 == 1.0 and ev.slices["language=zh"] == 1.0  # was 2/3 over all three classes
+
+    binary = evaluate(frame, proba[:, [0, 2]], ["negative", "positive"], min_slice_rows=20)
+    assert binary.per_class["neutral"]["f1"] == 0.0 and binary.per_class["neutral"]["support"] == 20
+    assert binary.macro_f1 == pytest.approx(sum(binary.per_class[c]["f1"] for c in classes) / 3)
+    assert binary.macro_f1 < 0.9 and binary.classes == ["negative", "positive", "neutral"]

@@ -324,3 +324,17 @@ def test_fine_tune_records_the_emoji_rule_in_the_saved_tokenizer(train_env, monk
     assert enabled(AutoTokenizer.from_pretrained(save(res, tmp_path / "model")))
     _, off = _fine_tune(train_env, monkeypatch, epochs="1", emoji_to_text="false")
     assert not enabled(AutoTokenizer.from_pretrained(save(off, tmp_path / "off")))
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_gain(train_env, monkeypatch):
+    """train.early_stopping_patience=1: the first epoch without a dev gain ends training (as
+    Keras and Hugging Face count patience) and the best epoch is restored."""
+    import sklearn.metrics
+
+    scores = iter([0.6, 0.5, 0.9, 0.9, 0.9])  # dev macro-F1 per epoch, as the loop computes it
+    real = sklearn.metrics.f1_score
+    monkeypatch.setattr(sklearn.metrics, "f1_score",
+                        lambda *a, **k: next(scores) if k.get("average") == "macro" else real(*a, **k))
+    s, res = _fine_tune(train_env, monkeypatch, epochs="4", early_stopping_patience="1", pooling="cls")
+    assert res.epochs_run == 2 and res.best_epoch == 1
+    assert [h["dev_macro_f1"] for h in res.history] == [0.6, 0.5]
