@@ -258,6 +258,10 @@ def _valid_prediction(row: Any) -> str | None:
     return None
 
 
+class ModelFailure(RuntimeError):
+    """The model failed on every row of a batch, one by one too: a systemic fault, not bad input."""
+
+
 def _predict(model: Any, ids: list[str], texts: list[str], max_detail: int) -> tuple[list[dict], list[tuple[str, str, str]]]:
     """Predict a batch; on failure fall back to row by row so one bad row rejects only itself."""
     import pandas as pd
@@ -278,6 +282,10 @@ def _predict(model: Any, ids: list[str], texts: list[str], max_detail: int) -> t
                 pairs.append((rid, rows_of(model.predict(pd.DataFrame({"text": [text]})), 1)[0]))
             except Exception as exc:
                 pairs.append((rid, {"__error__": f"{type(exc).__name__}: {exc}"[:max_detail]}))
+        if len(texts) > 1 and all("__error__" in pred for _, pred in pairs):
+            # not bad rows but a broken model or machine (out of memory, a dead session): fail the
+            # shard, writing nothing, so a retry scores these reviews instead of rejecting them for good
+            raise ModelFailure(f"every row of a batch of {len(texts)} failed alone too; first: {pairs[0][1]['__error__']}") from batch_exc
     ok: list[dict] = []
     bad: list[tuple[str, str, str]] = []
     for rid, pred in pairs:

@@ -288,3 +288,30 @@ def test_warehouse_keeps_the_served_scores_when_the_alias_moves_during_a_run(lak
 
     n2 = run_scoring(s)["scored"]  # the next night: the new champion scores history, and serves
     assert query(s, "SELECT model_version, count(*) FROM review_scores GROUP BY 1")[1] == [(v2, n2)] and n2 > 0
+
+
+def test_a_broken_model_fails_the_shard_instead_of_rejecting_every_review(settings, monkeypatch):
+    """Every row of a batch fails alone too (out of memory, a dead session): that is a fault of the
+    model or machine, not of the reviews. The shard fails, writes nothing and the reviews stay
+    planned for the retry; one bad row among good ones is still only rejected."""
+    from fbk_tasks.score.registry import ModelRef
+    from fbk_tasks.score.run import ModelFailure
+    from fbk_tasks.score.testing import write_curated
+    from fbk_tasks.settings import load_settings
+
+    monkeypatch.setenv("FBK_SCORE__SHARDS", "1")
+    s = load_settings()
+    write_curated(s, "2026-07-03", [f"good text {i}" for i in range(6)])
+    ref = ModelRef(name="m", version=8, run_id=None, uri="models:/m/8")
+    (spec,) = plan_shards(s, "2026-07-03", ref, run_id="r", scored_at=AT)
+
+    class OutOfMemory:
+        def predict(self, frame):
+            raise MemoryError("CUDA out of memory")
+
+    with pytest.raises(ModelFailure, match="every row of a batch of 6 failed"):
+        score_shard(s, spec, model=OutOfMemory())
+    assert not (s.scores_dir / "ds=2026-07-03").exists() or not any((s.scores_dir / "ds=2026-07-03").glob("*.parquet"))
+    assert not list(s.scores_dir.glob("_rejected/ds=2026-07-03/*.parquet"))
+    (again,) = plan_shards(s, "2026-07-03", ref, run_id="r2", scored_at=AT)
+    assert again.n_planned == 6  # nothing was marked done: the retry scores them
