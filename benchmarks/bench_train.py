@@ -103,18 +103,24 @@ def baseline(name: str, features: str, train: pd.DataFrame, test: pd.DataFrame, 
 
 
 def fine_tune(name: str, fit: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame, classes: list[str], s,
-              base_model: str | None = None, extra: dict | None = None, weights=None) -> dict:
+              base_model: str | None = None, extra: dict | None = None, weights=None, label_column: str = "label") -> dict:
+    """``label_column``: what the model learns (e.g. ``fine_label``, sentiment split by complaint
+    reason); its classes are collapsed to ``classes`` (the part before '/') for scoring."""
     import numpy as np
 
     from fbk_tasks.train.transformer import fine_tune as ft, predict_proba
 
+    learned = sorted(set(fit[label_column])) if label_column != "label" else classes
     cpu0 = time.process_time()
-    res = ft(fit.text.tolist(), fit.label.tolist(), dev.text.tolist(), dev.label.tolist(), classes, s, base_model,
-             train_weights=weights)
+    res = ft(fit.text.tolist(), fit[label_column].tolist(), dev.text.tolist(), dev[label_column].tolist(), learned, s,
+             base_model, train_weights=weights)
     cpu_seconds = time.process_time() - cpu0  # all threads: with other jobs on the machine, wall time overstates
     start = time.perf_counter()
     proba = predict_proba(res.model, res.tokenizer, test.text.tolist(), s.train.eval_batch_size, s.train.max_length)
     predict_secs = time.perf_counter() - start
+    if learned is not classes:  # sum the fine classes' probabilities into their coarse class
+        member = np.array([[c.split("/")[0] == k for k in classes] for c in learned], dtype=float)
+        proba = proba @ member
     pred = np.asarray(classes, dtype=object)[proba.argmax(1)]
     bias_extra = {}
     if res.class_bias is not None:  # what the same checkpoint gives without the dev-tuned offsets
@@ -125,6 +131,8 @@ def fine_tune(name: str, fit: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFram
                       "accuracy_without_bias": round(accuracy_score(test.label, raw_pred), 4)}
     if os.environ.get("BENCH_SAVE_PROBA"):  # for offline analysis of decision rules
         dev_proba = predict_proba(res.model, res.tokenizer, dev.text.tolist(), s.train.eval_batch_size, s.train.max_length)
+        if learned is not classes:
+            dev_proba = dev_proba @ member
         np.savez(os.environ["BENCH_SAVE_PROBA"], test_proba=proba, test_label=test.label.to_numpy(dtype=str),
                  dev_proba=dev_proba, dev_label=dev.label.to_numpy(dtype=str), classes=np.asarray(classes),
                  class_bias=np.asarray(res.class_bias or [0.0] * len(classes)))
@@ -163,8 +171,12 @@ def padding_report(texts: list[str], s) -> dict:
 
 
 def airline(args) -> list[dict]:
-    df = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["airline_sentiment", "airline_sentiment_confidence", "text"])
-    df = df.rename(columns={"airline_sentiment": "label", "airline_sentiment_confidence": "label_confidence"}).dropna()
+    df = pd.read_csv(DATASETS / "airline_tweets.csv", usecols=["airline_sentiment", "airline_sentiment_confidence", "text",
+                                                               "negativereason"])
+    df = df.rename(columns={"airline_sentiment": "label", "airline_sentiment_confidence": "label_confidence"})
+    df = df.dropna(subset=["label", "label_confidence", "text"])
+    # sentiment split by complaint reason (negative/Late Flight, ...): --fine-labels trains on these
+    df["fine_label"] = df.label.where(df.label != "negative", "negative/" + df.negativereason.fillna("unknown").astype(str))
     train, fit, dev, test = _split(df, args.max_train_samples)
     classes = ["negative", "neutral", "positive"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,12 +200,20 @@ def airline(args) -> list[dict]:
                          "pretrain_mlm_loss": [round(stats["first_mlm_loss"], 3), round(stats["final_mlm_loss"], 3)],
                          "pretrain_learning_rate": ps.train.pretrain_learning_rate}
             for variant in args.variants or [{}]:  # each: train.* overrides on top of --set (one fine-tune each)
+                variant = dict(variant)
+                fine = variant.pop("fine_labels", args.fine_labels)
                 vs = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience,
-                               **{**_overrides(args.set), **variant})
-                out.append(fine_tune("airline MiniLM fine-tune" + (" (after continued MLM)" if args.pretrain_steps else ""),
+                               **{**_overrides(args.set), **variant, **({"class_weights": False} if fine else {})})
+                weights = row_weights(fit, power)
+                if fine:  # balanced weights of the three sentiments (not of the 12 fine classes), as class_weights gives
+                    share = fit.label.map(fit.label.value_counts(normalize=True)).to_numpy()
+                    weights = (1.0 if weights is None else weights) / (len(classes) * share)
+                out.append(fine_tune("airline MiniLM fine-tune" + (" (after continued MLM)" if args.pretrain_steps else "")
+                                     + (" on sentiment x complaint reason" if fine else ""),
                                      fit, dev, test, classes, vs, base,
                                      {"config": _config(vs), "label_confidence_power": power, **extra,
-                                      **({"variant": variant} if variant else {})}, row_weights(fit, power)))
+                                      **({"variant": variant} if variant else {}), **({"fine_labels": True} if fine else {})},
+                                     weights, "fine_label" if fine else "label"))
     return out
 
 
@@ -376,6 +396,9 @@ def main() -> int:
                     help="airline: weight each training row's loss by airline_sentiment_confidence (annotator agreement) "
                     "to this power (default: train.label_confidence_power; 0: unweighted)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.* setting override (repeatable)")
+    ap.add_argument("--fine-labels", action="store_true",
+                    help="airline: the fine-tune learns sentiment split by complaint reason (negativereason: 12 classes), "
+                    "collapsed back to the three sentiments for scoring (a variant may set \"fine_labels\": true instead)")
     ap.add_argument("--variants", type=json.loads, default=None, metavar="JSON",
                     help='airline, shopping: a JSON list of train.* override dicts, one fine-tune each on the same split '
                     '(shopping: from the same pre-trained model), '
