@@ -133,7 +133,7 @@ def feedback_score():
             load_settings(),
             [ShardSpec.from_dict(s) for s in shards],
             [ShardResult.from_dict(r) for r in (results or [])],
-            model_version=int(model["version"]) if model and model.get("version") is not None else None,
+            model_version=int(model["version"]),
         )
         summary.setdefault("model_name", model["name"])
         summary.setdefault("model_version", model["version"])

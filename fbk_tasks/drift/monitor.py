@@ -18,7 +18,6 @@ Layout:
 from __future__ import annotations
 
 import contextlib
-
 import datetime as _dt
 import json
 import logging

@@ -681,8 +681,7 @@ def run_scoring(
         model = mlflow.pyfunc.load_model(model_ref.uri)
         backend = prepare_model(model, settings)
     results = [score_shard(settings, spec, model=model, backend=backend) for spec in specs]
-    summary = finalize_run(settings, specs, results, build=build,
-                           model_version=None if model_ref is None else int(model_ref.version))
+    summary = finalize_run(settings, specs, results, build=build, model_version=int(model_ref.version))
     summary.setdefault("model_name", model_ref.name)
     summary.setdefault("model_version", model_ref.version)
     return summary

@@ -70,12 +70,17 @@ def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classe
     return out
 
 
+def _reported(classes: list[str], y_true: np.ndarray) -> list[str]:
+    """The model's classes, then true labels it cannot predict (a golden class it lacks)."""
+    return list(classes) + sorted(set(y_true) - set(classes))
+
+
 def _present(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> list[str]:
-    """The labels a macro average runs over: every class in the true labels or the predictions
-    (in ``classes`` order, then true labels the model cannot predict). A class absent from both
-    says nothing about the model; a true class it cannot predict counts, with F1 0."""
+    """The labels a macro average runs over: those of :func:`_reported` found in the true labels
+    or the predictions. A class absent from both says nothing about the model; a true class it
+    cannot predict counts, with F1 0."""
     seen = set(y_true) | set(y_pred)
-    return [c for c in classes if c in seen] + sorted(set(y_true) - set(classes))
+    return [c for c in _reported(classes, y_true) if c in seen]
 
 
 def evaluate(
@@ -86,7 +91,7 @@ def evaluate(
     pred_idx = proba.argmax(axis=1)
     y_pred = np.asarray(classes, dtype=object)[pred_idx]
     conf = proba.max(axis=1)
-    labels = list(classes) + sorted(set(y_true) - set(classes))  # a golden class the model lacks is reported too
+    labels = _reported(classes, y_true)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {
         c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}

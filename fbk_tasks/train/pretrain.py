@@ -11,6 +11,7 @@ pointer so that ``train.base_model = 'pretrained:latest'`` fine-tunes from it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from fbk_tasks.io import atomic
 from fbk_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,6 @@ def continue_from(settings: Settings) -> str | None:
 def read_lineage(model_dir: str | Path | None) -> dict:
     """What a pre-trained model directory records about the instalments that made it (empty when
     it records nothing, e.g. the packaged MiniLM)."""
-    import json
-
     path = Path(model_dir) / LINEAGE_FILE if model_dir else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else {}
 
@@ -239,7 +239,7 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
     earlier = read_lineage(base)  # instalments add up: a weekly run that continues last week's model
     lineage = {"instalments": earlier.get("instalments", 0) + 1, "total_steps": earlier.get("total_steps", 0) + step,
                "total_seconds": earlier.get("total_seconds", 0.0) + secs, "continued_from": base}
-    _write_json_atomic(Path(out_dir) / LINEAGE_FILE, lineage)
+    atomic.write_text(json.dumps(lineage, indent=2), Path(out_dir) / LINEAGE_FILE)
     n = max(1, min(len(losses), t.log_every_steps))
     return {"steps": step, "seconds": secs, "samples_per_second": seen / max(secs, 1e-9), "final_mlm_loss": float(np.mean(losses[-n:])),
             "first_mlm_loss": float(np.mean(losses[:n])),
@@ -247,14 +247,6 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
             "texts": len(enc), "device": device.type, "cpu_bf16": cpu_bf16, "stopped_by_time": stopped_by_time,
             "continued": base is not None, "continued_from": base, "instalments": lineage["instalments"],
             "total_steps": lineage["total_steps"], "total_seconds": lineage["total_seconds"], **bf16_probe}
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    import json
-
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
