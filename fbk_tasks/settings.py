@@ -192,7 +192,7 @@ class ScoreSettings(_Section):
     model_alias: str = Field("champion", min_length=1, description="Registry alias whose version a scoring run pins (resolved once per run).")
     scan_batch_rows: int = Field(8192, ge=1, description="Rows per Arrow batch when scanning curated Parquet (planning and scoring).")
     max_error_detail_chars: int = Field(500, ge=20, description="Longest model-error message kept in a rejection row.")
-    duckdb_memory_mb: int = Field(256, ge=64, description="Memory cap (MiB) of the DuckDB sorts that plan a scoring run, find a shard's planned rows in curated storage and reconcile the outputs; beyond it DuckDB spills to <data>/state/duckdb_tmp. A cap too small for the night fails with DuckDB's Out of Memory error (128 and 256 ran 10M reviews a night).")
+    duckdb_memory_mb: int = Field(256, ge=64, description="Memory cap (MiB) of the DuckDB sorts that plan a scoring run, find a shard's planned rows in curated storage and reconcile the outputs, and of ingestion's look-up of a file's review_ids in curated history; beyond it DuckDB spills to <data>/state/duckdb_tmp. A cap too small for the night fails with DuckDB's Out of Memory error (128 and 256 ran 10M reviews a night).")
     onnx: bool = Field(True, description="Export each transformer candidate to ONNX (fp32) inside its pyfunc and check it against PyTorch on the golden set.")
     onnx_int8: bool = Field(True, description="Also export a dynamically int8-quantised ONNX model and check it the same way.")
     onnx_int8_recheck_margin: float = Field(

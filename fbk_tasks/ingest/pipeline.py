@@ -234,35 +234,64 @@ def _write_ledger(settings: Settings, row: dict) -> None:
 
 
 # --- history for duplicate detection ---------------------------------------------------------
-def _history(settings: Settings, ds: str) -> tuple[set[str], set[str]]:
-    """review_ids of every other curated partition, and (product, normalised text) keys of the
-    other partitions inside the dedup window (either side of ds). Later partitions count too, so
-    a backfilled night cannot curate a review a later night already holds (it would be scored
-    and counted twice); ds's own partition does not, so a re-run reproduces it."""
+@dataclass
+class History:
+    """What a night's rows are checked against for duplicates.
+
+    ``files``: the curated Parquet of every other partition, later ones included, so a
+    backfilled night cannot curate a review a later night already holds (it would be scored
+    and counted twice); ds's own partition is not among them, so a re-run reproduces it. Their
+    review_ids are never loaded whole: each file's ids are looked up in them by a DuckDB
+    semi-join under ``score.duckdb_memory_mb``, so memory follows the file, not the history.
+    ``keys``: (product, normalised text) of the other partitions inside the dedup window
+    (either side of ds), bounded by the window.
+    ``ids``: review_ids curated by earlier files of this run (see ``remember_curated``)."""
+
+    files: list[str] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    ids: set[str] = field(default_factory=set)
+
+    def seen_ids(self, settings: Settings, review_ids: pd.Series) -> set[str]:
+        """The ids among ``review_ids`` that were curated before: in this run or in history."""
+        wanted = pd.unique(review_ids.dropna().astype(str))
+        seen = self.ids.intersection(wanted)
+        if not self.files or not len(wanted):
+            return seen
+        from fbk_tasks.score.plan import duckdb_connection
+
+        with duckdb_connection(settings) as con:
+            con.register("wanted", pa.table({"review_id": pa.array(wanted, pa.string())}))
+            rows = con.execute(
+                "SELECT DISTINCT h.review_id FROM read_parquet($files) AS h "
+                "SEMI JOIN wanted AS w ON h.review_id = w.review_id",
+                {"files": self.files},
+            ).fetchall()
+        return seen | {r[0] for r in rows}
+
+
+def _history(settings: Settings, ds: str) -> History:
     from fbk_tasks.text.clean import normalize_for_dedup
 
-    ids: set[str] = set()
-    keys: set[str] = set()
+    hist = History()
     root = settings.curated_dir
     if not root.exists():
-        return ids, keys
+        return hist
     day = date.fromisoformat(ds)
     window_start = (day - timedelta(days=settings.ingest.dedup_window_days)).isoformat()
     window_end = (day + timedelta(days=settings.ingest.dedup_window_days)).isoformat()
     for part in sorted(root.glob("ds=*")):
         pds = part.name[3:]
-        if pds == ds or not any(part.glob("*.parquet")):
+        files = sorted(part.glob("*.parquet"))
+        if pds == ds or not files:
             continue
-        inside = window_start <= pds <= window_end
-        cols = ["review_id", "product_id", "product_name", "product_category", "source", "text"] if inside else ["review_id"]
-        t = pads.dataset(part, format="parquet").to_table(columns=cols)
-        ids.update(t["review_id"].to_pylist())
-        if len(cols) > 1:
+        hist.files.extend(str(f) for f in files)
+        if window_start <= pds <= window_end:
+            t = pads.dataset(files, format="parquet").to_table(columns=["product_id", "product_name", "product_category", "source", "text"])
             f = t.to_pandas()
             product = f["product_id"].fillna(f["product_name"]).fillna(f["product_category"]).fillna(f["source"])
             norm = pd.Series(normalize_for_dedup(t["text"]).to_pylist(), dtype=object)
-            keys.update((product.astype(str) + "\x1f" + norm).tolist())
-    return ids, keys
+            hist.keys.update((product.astype(str) + "\x1f" + norm).tolist())
+    return hist
 
 
 # --- one file --------------------------------------------------------------------------------
@@ -325,8 +354,7 @@ def ingest_file(
     ds: str,
     sha: str,
     ingested_at: datetime,
-    seen_ids: set[str],
-    seen_keys: set[str],
+    history: History,
     now: datetime,
     remember: bool = True,
 ) -> tuple[FileReport, str, str]:
@@ -349,7 +377,7 @@ def ingest_file(
     canon.masks.setdefault("malformed_row", np.zeros(len(canon.frame), dtype=bool))
     if canon.masks["malformed_row"].any():  # no text at all
         canon.masks["text_empty"] = canon.masks["text_empty"] | canon.masks["malformed_row"]
-    mark_duplicates(canon, seen_ids, seen_keys)
+    mark_duplicates(canon, history.seen_ids(settings, canon.frame["review_id"]), history.keys)
     lap("duplicates")
 
     vframe = validation_frame(canon.frame, canon.masks)
@@ -393,7 +421,7 @@ def ingest_file(
     else:
         quarantine_path.unlink(missing_ok=True)
     if remember:  # not for the last file of a run: nobody reads them again
-        remember_curated(canon, ~quarantined, seen_ids, seen_keys)
+        remember_curated(canon, ~quarantined, history.ids, history.keys)
     lap("write")
     return report, read.format, read.encoding
 
@@ -438,7 +466,7 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
         _start_gx_import()
     ledger = read_ledger(settings)
     done = ledger[ledger["status"] == "ingested"] if len(ledger) else ledger
-    seen_ids, seen_keys = _history(settings, ds)
+    history = _history(settings, ds)
     report = IngestReport(ds=ds, run_id=run_id)
     errors: list[str] = []
     live_parts: set[str] = set()
@@ -458,7 +486,7 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
             same_day = prior[prior["ds"].astype(str) == ds] if len(prior) else prior
             ingested_at = pd.Timestamp(same_day["ingested_at"].min()).to_pydatetime() if len(same_day) else now
             try:
-                fr, fmt, enc = ingest_file(settings, path, mapping, ds=ds, sha=sha, ingested_at=ingested_at, seen_ids=seen_ids, seen_keys=seen_keys, now=now, remember=i < len(files) - 1)
+                fr, fmt, enc = ingest_file(settings, path, mapping, ds=ds, sha=sha, ingested_at=ingested_at, history=history, now=now, remember=i < len(files) - 1)
                 live_parts.add(f"part-{sha[:16]}.parquet")
             except FileRejected as exc:
                 fr = FileReport(rel, mapping.name, sha, "rejected", error=str(exc))
