@@ -1,7 +1,7 @@
 """Training data: curated partitions + human corrections -> a labelled frame, the golden set, the split.
 
 The golden set is taken once and kept under ``<data_dir>/golden/`` with its content hash; its
-review_ids never reach training. ``prepare_training_data`` writes train/dev Parquet plus a
+review_ids, and its texts under other ids, never reach training. ``prepare_training_data`` writes train/dev Parquet plus a
 ``meta.json`` (label scheme, lineage) under ``<models_dir>/prepared/<content hash>/`` so that
 DAG tasks pass one path between them.
 """
@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fbk_tasks.io import atomic
 from fbk_tasks.schema import CURATED_SCHEMA, SENTIMENT_CLASSES
 from fbk_tasks.settings import Settings
 
@@ -74,6 +75,7 @@ class PreparedData:
     language_share: dict[str, float] = field(default_factory=dict)
     train_rows_with_label_confidence: int = 0  # training rows whose source gave a label confidence
     train_label_confidence_mean: float | None = None
+    golden_text_overlap: int = 0  # rows kept out of train/dev: their text is a golden row's under another id
 
     @property
     def train_path(self) -> Path:
@@ -98,6 +100,7 @@ class PreparedData:
             **{f"data.rows.{k}": str(v) for k, v in self.rows_per_class.items()},
             "data.train_rows_with_label_confidence": str(self.train_rows_with_label_confidence),
             "data.train_label_confidence_mean": str(self.train_label_confidence_mean),
+            "data.golden_text_overlap": str(self.golden_text_overlap),
         }
 
     def save(self) -> None:
@@ -279,9 +282,7 @@ def take_golden(settings: Settings, labelled: pd.DataFrame) -> GoldenSet:
     out.mkdir(parents=True, exist_ok=True)
     sha = content_hash(gold)
     path = out / f"golden-{sha[:12]}.parquet"
-    tmp = path.with_suffix(".tmp")
-    gold.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    atomic.write_parquet(pa.Table.from_pandas(gold, preserve_index=False), path)
     g = GoldenSet(
         path=path,
         sha256=sha,
@@ -305,6 +306,25 @@ def ensure_golden(settings: Settings, labelled: pd.DataFrame) -> GoldenSet:
 # -- split ---------------------------------------------------------------------------------
 
 
+def outside_golden(frame: pd.DataFrame, golden: GoldenSet) -> tuple[pd.DataFrame, int]:
+    """Rows that may be trained on: not a golden ``review_id``, and not a golden row's text
+    (normalised as ingestion's near-duplicate check does) under another id: a tweet re-posted
+    beyond the dedup window, or under another product, would otherwise be learnt and then
+    scored on the golden set. Returns the rows and how many were kept out for their text."""
+    from fbk_tasks.text.clean import normalize_for_dedup
+
+    gold = pd.read_parquet(golden.path, columns=["review_id", "text"])
+    def norm(texts: pd.Series) -> pd.Series:
+        return pd.Series(normalize_for_dedup(pa.array(texts.tolist(), pa.string())).to_pylist(), dtype=object)
+
+    gold_texts = set(norm(gold["text"])) - {"", None}
+    by_id = frame["review_id"].isin(set(gold["review_id"])).to_numpy()
+    by_text = norm(frame["text"]).isin(gold_texts).to_numpy()
+    if (by_text & ~by_id).any():
+        log.info("%d row(s) kept out of training: same text as a golden row under another review_id", int((by_text & ~by_id).sum()))
+    return frame[~(by_id | by_text)].reset_index(drop=True), int((by_text & ~by_id).sum())
+
+
 def prepare_training_data(
     settings: Settings, ds_from: str | None = None, ds_to: str | None = None, labelled: LabelledData | None = None
 ) -> PreparedData:
@@ -312,8 +332,7 @@ def prepare_training_data(
     t = settings.train
     labelled = labelled or load_labelled(settings, ds_from, ds_to)
     golden = ensure_golden(settings, labelled.frame)
-    gold_ids = set(pd.read_parquet(golden.path, columns=["review_id"])["review_id"])
-    pool = labelled.frame[~labelled.frame["review_id"].isin(gold_ids)].reset_index(drop=True)
+    pool, overlap = outside_golden(labelled.frame, golden)
     check_trainable(pool, t.min_rows_per_class)
     classes = class_scheme(pool["label"])
     n_dev = max(len(classes), int(round(len(pool) * t.dev_fraction)))
@@ -332,9 +351,7 @@ def prepare_training_data(
     out = settings.models_dir / "prepared" / key
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in (("train", train), ("dev", dev)):
-        tmp = out / f"{name}.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(out / f"{name}.parquet")
+        atomic.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out / f"{name}.parquet")
     lang = train["language"].fillna("other").value_counts(normalize=True)
     prepared = PreparedData(
         dir=out,
@@ -353,12 +370,11 @@ def prepare_training_data(
         train_rows_with_label_confidence=int(train["label_confidence"].notna().sum()),
         train_label_confidence_mean=(round(float(train["label_confidence"].mean()), 4)
                                      if train["label_confidence"].notna().any() else None),
+        golden_text_overlap=overlap,
     )
     prepared.save()
     return prepared
 
 
 def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    atomic.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), path)

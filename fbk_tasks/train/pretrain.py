@@ -250,20 +250,20 @@ def pretrain_mlm(texts: Sequence[str], settings: Settings, out_dir: Path) -> dic
 
 
 def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
-    """Pre-train on curated text of ``pretrain_language`` (labelled or not, golden rows excluded),
+    """Pre-train on curated text of ``pretrain_language`` (labelled or not; golden rows, and
+    golden texts under other ids, excluded),
     log it as an MLflow run and return the model directory (also the new ``pretrained:latest``)."""
     import mlflow
-    import pandas as pd
 
     from fbk_tasks.train import registry
-    from fbk_tasks.train.data import TrainingDataError, current_golden, list_partitions, read_curated
+    from fbk_tasks.train.data import TrainingDataError, current_golden, list_partitions, outside_golden, read_curated
 
     t = settings.train
     frame = read_curated(settings, list_partitions(settings, ds_from, ds_to))
     frame = frame[frame["language"] == t.pretrain_language]
     g = current_golden(settings)
     if g is not None and g.path.exists():
-        frame = frame[~frame["review_id"].isin(pd.read_parquet(g.path, columns=["review_id"])["review_id"])]
+        frame, _ = outside_golden(frame, g)
     texts = frame["text"].dropna().astype(str).tolist()
     if len(texts) < 10:
         raise TrainingDataError(f"only {len(texts)} curated '{t.pretrain_language}' texts: too few to pre-train")
@@ -281,9 +281,7 @@ def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None =
             mlflow.set_tags({"fbk.pretrain_continued_from": str(parent), **({"fbk.pretrain_parent_run": parent.name} if own else {})})
         mlflow.log_artifacts(str(out), "pretrained_model")
     latest = settings.models_dir / "pretrained" / "LATEST"
-    tmp = latest.with_suffix(".tmp")
-    tmp.write_text(run.info.run_id)
-    tmp.replace(latest)
+    atomic.write_text(run.info.run_id, latest)
     log.info("pre-trained %s (%d steps, final MLM loss %.3f) -> %s", t.pretrain_language, stats["steps"], stats["final_mlm_loss"], out)
     return str(out)
 

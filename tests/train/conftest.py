@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,19 +31,25 @@ ZH_PRODUCTS = {"phone": "手机", "kettle": "水壶", "jacket": "外套", "novel
 FILLER = ["", " today", " from the shop", " for my mom", " last week", " again"]
 
 
+def _order(prefix: str, seed: int, ds: str, i: int) -> int:
+    return zlib.crc32(f"{prefix}{seed}-{ds}-{i}".encode())
+
+
 def make_reviews(n: int, ds: str = "2026-11-01", seed: int = 0, zh_share: float = 0.3,
                  classes: tuple[str, ...] = ("negative", "neutral", "positive"), prefix: str = "r") -> pa.Table:
-    """``n`` templated reviews in CURATED_SCHEMA, classes balanced, ``zh_share`` Chinese."""
+    """``n`` templated reviews in CURATED_SCHEMA, classes balanced, ``zh_share`` Chinese. Each
+    text ends with its own order number, so no two reviews share a text (as after ingestion's
+    near-duplicate check; training keeps golden texts out by text as well as by id)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         label = classes[i % len(classes)]
         prod = list(PRODUCTS)[rng.integers(len(PRODUCTS))]
         if rng.random() < zh_share:
-            lang, text = "zh", ZH[label][rng.integers(len(ZH[label]))].format(p=ZH_PRODUCTS[prod])
+            lang, text = "zh", ZH[label][rng.integers(len(ZH[label]))].format(p=ZH_PRODUCTS[prod]) + f" 订单{_order(prefix, seed, ds, i)}"
         else:
             lang = "en"
-            text = EN[label][rng.integers(len(EN[label]))].format(p=prod) + FILLER[rng.integers(len(FILLER))]
+            text = EN[label][rng.integers(len(EN[label]))].format(p=prod) + FILLER[rng.integers(len(FILLER))] + f" #{_order(prefix, seed, ds, i)}"
         rows.append({
             "review_id": f"{prefix}{seed}-{ds}-{i:05d}", "product_id": prod, "product_name": prod,
             "product_category": PRODUCTS[prod], "rating": {"negative": 1, "neutral": 3, "positive": 5}[label],

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from fbk_tasks.schema import CURATED_SCHEMA
 from fbk_tasks.train.data import (
     PreparedData,
     TrainingDataError,
@@ -164,6 +165,27 @@ def test_golden_set_is_taken_once_hashed_and_never_trained_on(settings):
     # an explicit re-take changes it
     again = take_golden(s, load_labelled(s).frame)
     assert again.sha256 != golden.sha256 and current_golden(s).sha256 == again.sha256
+
+
+def test_a_golden_text_under_another_id_is_not_trained_on(settings):
+    """The same review re-posted under a new id (beyond ingestion's dedup window, or under
+    another product) must not train a model that is then scored on it in the golden set."""
+    s = _settings(settings, golden_fraction=0.2, dev_fraction=0.1, max_train_samples=None)
+    write_partition(s.curated_dir, make_reviews(300, seed=3))
+    prepare_training_data(s)
+    gold = current_golden(s).load()
+    later = make_reviews(30, ds="2026-11-20", seed=9).to_pandas()
+    reposted = later.index[:3]
+    later.loc[reposted, "text"] = ["  " + t.upper() + "!!" for t in gold.text[:3]]  # same text, other case and punctuation
+    later.loc[reposted, "product_id"] = "other-shop"
+    write_partition(s.curated_dir, pa.Table.from_pandas(later, schema=CURATED_SCHEMA, preserve_index=False))
+
+    prep = prepare_training_data(s)
+    seen = pd.concat([pd.read_parquet(prep.train_path), pd.read_parquet(prep.dev_path)])
+    assert not set(later.review_id[reposted]) & set(seen.review_id)
+    assert set(later.review_id[3:]) <= set(seen.review_id)  # the rest of the night trains
+    assert prep.golden_text_overlap == 3 and prep.lineage()["data.golden_text_overlap"] == "3"
+    assert prep.train_rows + prep.dev_rows == 300 - len(gold) + 27
 
 
 def test_max_train_samples_caps_training_rows(settings):
