@@ -10,7 +10,10 @@ Runs every night at 03:00 UTC **and** whenever ingestion updates `Asset('curated
    score Parquet, not Airflow's database), split into `score.shards` shards by hash of
    `review_id`. Params: `ds` (one partition; default all), `rescore` (score again with the
    current champion).
-3. **score_shard** (dynamic task mapping, one task per shard): streams the shard from
+3. **score_shard** (dynamic task mapping, one task per shard; when a run has more shards than
+   `score.max_mapped_tasks`, e.g. a new champion's first night over hundreds of partitions,
+   the shards are dealt into that many tasks, balanced by planned reviews, each loading the
+   model once): streams each shard from
    Parquet, predicts in batches, writes `scores/ds=D/part-<version>-<shard>-<tag>.parquet`
    atomically; unscorable reviews go to `scores/_rejected/` with a reason. The champion
    serves through its ONNX export (int8, else fp32) when that export passed the golden-set
@@ -98,41 +101,44 @@ def feedback_score():
         return _resolve(load_settings()).to_dict()
 
     @task
-    def plan(model: dict) -> list[dict]:
-        from fbk_tasks.score.plan import plan_shards
+    def plan(model: dict) -> list[list[dict]]:
+        """The run's shards, in at most score.max_mapped_tasks groups (one shard each unless
+        there are more shards than that)."""
+        from fbk_tasks.score.plan import group_specs, plan_shards
         from fbk_tasks.score.registry import ModelRef
         from fbk_tasks.settings import load_settings
 
+        settings = load_settings()
         params = get_current_context()["params"]
         run_id, scored_at = _run_scored_at()
         specs = plan_shards(
-            load_settings(),
+            settings,
             params.get("ds") or None,
             ModelRef.from_dict(model),
             run_id=run_id,
             scored_at=dt.datetime.fromisoformat(scored_at),
             rescore=bool(params.get("rescore")),
         )
-        return [s.to_dict() for s in specs]
+        return [[s.to_dict() for s in group] for group in group_specs(specs, settings.score.max_mapped_tasks)]
 
     @task(max_active_tis_per_dagrun=4)
-    def score_shard(shard: dict) -> dict:
+    def score_shard(shards: list[dict]) -> list[dict]:
         from fbk_tasks.score.plan import ShardSpec
-        from fbk_tasks.score.run import score_shard as _score
+        from fbk_tasks.score.run import score_shards
         from fbk_tasks.settings import load_settings
 
-        return _score(load_settings(), ShardSpec.from_dict(shard)).to_dict()
+        return [r.to_dict() for r in score_shards(load_settings(), [ShardSpec.from_dict(s) for s in shards])]
 
     @task(outlets=[REVIEW_SCORES], trigger_rule="none_failed")
-    def finalize(model: dict, shards: list[dict], results: list[dict] | None):
+    def finalize(model: dict, groups: list[list[dict]], results: list[list[dict]] | None):
         from fbk_tasks.score.plan import ShardSpec
         from fbk_tasks.score.run import ShardResult, finalize_run
         from fbk_tasks.settings import load_settings
 
         summary = finalize_run(
             load_settings(),
-            [ShardSpec.from_dict(s) for s in shards],
-            [ShardResult.from_dict(r) for r in (results or [])],
+            [ShardSpec.from_dict(s) for group in groups for s in group],
+            [ShardResult.from_dict(r) for group in (results or []) for r in group],
             model_version=int(model["version"]),
         )
         summary.setdefault("model_name", model["name"])
@@ -141,9 +147,9 @@ def feedback_score():
         return summary
 
     model = resolve_champion()
-    shards = plan(model)
-    results = score_shard.expand(shard=shards)
-    finalize(model, shards, results)
+    groups = plan(model)
+    results = score_shard.expand(shards=groups)
+    finalize(model, groups, results)
 
 
 feedback_score_dag = feedback_score()

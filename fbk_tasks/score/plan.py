@@ -71,6 +71,27 @@ class ShardSpec:
         return cls(**data)
 
 
+def group_specs(specs: list[ShardSpec], max_groups: int) -> list[list[ShardSpec]]:
+    """The run's shards as at most ``max_groups`` groups, one mapped Airflow task each.
+
+    Up to ``max_groups`` shards: one shard per group, in plan order. Beyond (a new champion's
+    first night, or a rescore, over hundreds of partitions would otherwise pass Airflow's
+    ``max_map_length``): shards are dealt, largest first, to the group with the fewest planned
+    reviews so far (ties: the lowest group), so groups carry about the same work; deterministic
+    for the same plan."""
+    if max_groups < 1:
+        raise ValueError("max_groups must be >= 1")
+    if len(specs) <= max_groups:
+        return [[s] for s in specs]
+    groups: list[list[ShardSpec]] = [[] for _ in range(max_groups)]
+    load = [0] * max_groups
+    for spec in sorted(specs, key=lambda s: (-s.n_planned, s.ds, s.shard)):
+        k = min(range(max_groups), key=lambda i: (load[i], i))
+        groups[k].append(spec)
+        load[k] += spec.n_planned
+    return groups
+
+
 def shard_of(review_id: str, n_shards: int) -> int:
     """Stable shard of a review (same in every process and Python version)."""
     return _shard_of_utf8(review_id.encode("utf-8"), n_shards)

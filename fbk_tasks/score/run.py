@@ -662,6 +662,23 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
     return summary
 
 
+def score_shards(settings: Settings, specs: list[ShardSpec]) -> list[ShardResult]:
+    """Score several shards of one run in this process (one mapped task of a grouped run, see
+    :func:`fbk_tasks.score.plan.group_specs`): the pinned model is loaded and prepared once."""
+    if not specs:
+        return []
+    import mlflow.pyfunc
+
+    from fbk_tasks.score.registry import configure_mlflow
+
+    if len({s.model.uri for s in specs}) > 1:
+        raise ValueError(f"shards of one task must pin one model, got {sorted({s.model.uri for s in specs})}")
+    configure_mlflow(settings)
+    model = mlflow.pyfunc.load_model(specs[0].model.uri)
+    backend = prepare_model(model, settings)
+    return [score_shard(settings, spec, model=model, backend=backend) for spec in specs]
+
+
 def run_scoring(
     settings: Settings,
     ds: str | None = None,

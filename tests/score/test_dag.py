@@ -35,6 +35,7 @@ def test_dag_test_scores_every_review_once(airflow_db, lake, monkeypatch):
     from fbk_tasks.warehouse.query import query
 
     s = lake["settings"]  # FBK_DATA_DIR is set by the settings fixture (monkeypatch)
+    monkeypatch.setenv("FBK_SCORE__MAX_MAPPED_TASKS", "3")  # 2 partitions x 2 shards: dealt into 3 tasks
     dag = _load_dag()
     when = dt.datetime(2026, 3, 3, 3, 0, tzinfo=dt.timezone.utc)
     dr = dag.test(logical_date=when)
@@ -58,10 +59,17 @@ def test_dag_test_scores_every_review_once(airflow_db, lake, monkeypatch):
     assert {"model_version": lake["version"], "planned": lake["n_reviews"], "scored": n, "rejected": n_rej,
             "backend": "pyfunc"}.items() <= extras[-1].items()  # the keyword test model has no ONNX path
 
+    from airflow.models.taskinstance import TaskInstance
+
+    with create_session() as session:
+        mapped = session.scalars(select(TaskInstance).where(
+            TaskInstance.run_id == dr.run_id, TaskInstance.dag_id == "feedback_score", TaskInstance.task_id == "score_shard")).all()
+    assert sorted(ti.map_index for ti in mapped) == [0, 1, 2] and {ti.state for ti in mapped} == {"success"}
+    assert extras[-1]["shards"] == 4
+
     # a second night with nothing new: no mapped work, finalize still runs and succeeds
     dr2 = dag.test(logical_date=when + dt.timedelta(days=1))
     assert dr2.state == "success"
-    from airflow.models.taskinstance import TaskInstance
 
     with create_session() as session:
         states = {(ti.task_id, ti.map_index): ti.state for ti in session.scalars(

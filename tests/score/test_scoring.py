@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datetime as dt
+import shutil
 
 import pyarrow.dataset as pads
 import pytest
@@ -48,6 +49,44 @@ def test_plan_covers_every_review_once(lake):
     assert [sp.to_dict() for sp in again] == [sp.to_dict() for sp in specs]
     only = plan_shards(s, "2026-03-02", ref, run_id="r2", scored_at=AT)
     assert sum(sp.n_planned for sp in only) == 5
+
+
+def test_group_specs_caps_the_mapped_tasks_and_balances_planned_reviews(lake):
+    from fbk_tasks.score.plan import group_specs
+
+    s = lake["settings"]
+    specs = plan_shards(s, None, resolve_champion(s), run_id="r1", scored_at=AT)  # 2 partitions x 2 shards
+    assert len(specs) == 4
+    assert group_specs(specs, 4) == [[sp] for sp in specs] == group_specs(specs, 100)
+    for cap in (1, 2, 3):
+        groups = group_specs(specs, cap)
+        assert len(groups) == cap and all(groups)
+        assert sorted((sp.ds, sp.shard) for g in groups for sp in g) == sorted((sp.ds, sp.shard) for sp in specs)
+        loads = sorted(sum(sp.n_planned for sp in g) for g in groups)
+        biggest = max(sp.n_planned for sp in specs)
+        assert loads[-1] - loads[0] <= biggest  # dealt largest first to the lightest group
+    with pytest.raises(ValueError):
+        group_specs(specs, 0)
+
+
+def test_grouped_shards_score_as_separate_tasks_would(lake):
+    """One task scoring every shard (score.max_mapped_tasks=1) writes what one task per shard
+    writes, and finalize reconciles it the same."""
+    from fbk_tasks.score.plan import group_specs
+    from fbk_tasks.score.run import score_shards
+
+    s = lake["settings"]
+    specs = plan_shards(s, None, resolve_champion(s), run_id="night-1", scored_at=AT)
+    (group,) = group_specs(specs, 1)
+    results = score_shards(s, group)
+    assert sorted((r.ds, r.shard) for r in results) == sorted((sp.ds, sp.shard) for sp in specs)
+    summary = finalize_run(s, specs, results, model_version=lake["version"])
+    assert summary["planned"] == lake["n_reviews"] == summary["scored"] + summary["rejected"]
+    grouped = _rows(s.scores_dir), _rows(s.scores_dir, rejected=True)
+    shutil.rmtree(s.scores_dir)  # the same run again, one task per shard
+    assert run_scoring(s, run_id="night-1", scored_at=AT)["scored"] == summary["scored"]
+    assert (_rows(s.scores_dir), _rows(s.scores_dir, rejected=True)) == grouped
+    assert score_shards(s, []) == []
 
 
 def test_run_reconciles_rejects_and_scores_each_review_once(lake):
