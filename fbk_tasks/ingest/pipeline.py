@@ -238,42 +238,65 @@ def _write_ledger(settings: Settings, row: dict) -> None:
 class History:
     """What a night's rows are checked against for duplicates.
 
-    ``files``: the curated Parquet of every other partition, later ones included, so a
+    By review_id: the curated Parquet of every other partition, later ones included, so a
     backfilled night cannot curate a review a later night already holds (it would be scored
     and counted twice); ds's own partition is not among them, so a re-run reproduces it. Their
     review_ids are never loaded whole: each file's ids are looked up in them by a DuckDB
     semi-join under ``score.duckdb_memory_mb``, so memory follows the file, not the history.
+    The files are listed at each look-up (another night's re-run may have replaced its parts).
     ``keys``: (product, normalised text) of the other partitions inside the dedup window
     (either side of ds), bounded by the window.
     ``ids``: review_ids curated by earlier files of this run (see ``remember_curated``)."""
 
-    files: list[str] = field(default_factory=list)
+    curated_dir: Path
+    ds: str
     keys: set[str] = field(default_factory=set)
     ids: set[str] = field(default_factory=set)
 
+    def files(self) -> list[str]:
+        if not self.curated_dir.exists():
+            return []
+        return [str(f) for part in sorted(self.curated_dir.glob("ds=*")) if part.name != f"ds={self.ds}"
+                for f in sorted(part.glob("*.parquet"))]
+
     def seen_ids(self, settings: Settings, review_ids: pd.Series) -> set[str]:
         """The ids among ``review_ids`` that were curated before: in this run or in history."""
+        import duckdb
+
         wanted = pd.unique(review_ids.dropna().astype(str))
-        seen = self.ids.intersection(wanted)
-        if not self.files or not len(wanted):
-            return seen
+        if not len(wanted):
+            return set()
+        files = self.files()
+        try:
+            found = self._lookup(settings, wanted, files)
+        except duckdb.IOException:
+            if all(Path(f).exists() for f in files):
+                raise
+            log.info("a curated file went away while duplicates were looked up (another night's re-run); listing again")
+            found = self._lookup(settings, wanted, self.files())
+        return self.ids.intersection(wanted) | found
+
+    @staticmethod
+    def _lookup(settings: Settings, wanted: np.ndarray, files: list[str]) -> set[str]:
         from fbk_tasks.score.plan import duckdb_connection
 
+        if not files:
+            return set()
         with duckdb_connection(settings) as con:
             con.register("wanted", pa.table({"review_id": pa.array(wanted, pa.string())}))
             rows = con.execute(
                 "SELECT DISTINCT h.review_id FROM read_parquet($files) AS h "
                 "SEMI JOIN wanted AS w ON h.review_id = w.review_id",
-                {"files": self.files},
+                {"files": files},
             ).fetchall()
-        return seen | {r[0] for r in rows}
+        return {r[0] for r in rows}
 
 
 def _history(settings: Settings, ds: str) -> History:
     from fbk_tasks.text.clean import normalize_for_dedup
 
-    hist = History()
     root = settings.curated_dir
+    hist = History(curated_dir=root, ds=ds)
     if not root.exists():
         return hist
     day = date.fromisoformat(ds)
@@ -282,10 +305,7 @@ def _history(settings: Settings, ds: str) -> History:
     for part in sorted(root.glob("ds=*")):
         pds = part.name[3:]
         files = sorted(part.glob("*.parquet"))
-        if pds == ds or not files:
-            continue
-        hist.files.extend(str(f) for f in files)
-        if window_start <= pds <= window_end:
+        if pds != ds and files and window_start <= pds <= window_end:
             t = pads.dataset(files, format="parquet").to_table(columns=["product_id", "product_name", "product_category", "source", "text"])
             f = t.to_pandas()
             product = f["product_id"].fillna(f["product_name"]).fillna(f["product_category"]).fillna(f["source"])

@@ -662,21 +662,60 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
     return summary
 
 
+def finished_shard(settings: Settings, spec: ShardSpec) -> ShardResult | None:
+    """The result of a shard this run already wrote in full, read back from its two files (their
+    names carry the plan tag, so only this plan can have written them), or None.
+
+    A shard is written in full when its score and rejection rows add up to the plan file's rows;
+    anything less (an attempt that died between the two files) scores the shard again."""
+    import pyarrow.parquet as pq
+
+    scores_path, rejected_path = shard_paths(settings, spec.ds, spec.model.version, spec.shard, spec.plan_tag)
+    if not scores_path.exists() and not rejected_path.exists():
+        return None
+    with pq.ParquetFile(spec.plan_file) as pf:
+        planned = pf.metadata.num_rows
+    scored, backend = 0, None
+    if scores_path.exists():
+        with pq.ParquetFile(scores_path) as pf:
+            scored = pf.metadata.num_rows
+            backend = (pf.schema_arrow.metadata or {}).get(b"fbk.backend", b"").decode() or None
+    reasons: Counter = Counter()
+    if rejected_path.exists():
+        reasons.update(pq.read_table(rejected_path, columns=["reason"]).column(0).to_pylist())
+    if scored + sum(reasons.values()) != planned:
+        return None
+    return ShardResult(ds=spec.ds, shard=spec.shard, model_name=spec.model.name, model_version=spec.model.version,
+                       planned=planned, scored=scored, rejected=sum(reasons.values()),
+                       rejected_by_reason=dict(sorted(reasons.items())),
+                       scores_file=str(scores_path) if scores_path.exists() else None,
+                       rejected_file=str(rejected_path) if rejected_path.exists() else None, backend=backend)
+
+
 def score_shards(settings: Settings, specs: list[ShardSpec]) -> list[ShardResult]:
     """Score several shards of one run in this process (one mapped task of a grouped run, see
-    :func:`fbk_tasks.score.plan.group_specs`): the pinned model is loaded and prepared once."""
-    if not specs:
-        return []
-    import mlflow.pyfunc
+    :func:`fbk_tasks.score.plan.group_specs`): the pinned model is loaded and prepared once.
 
-    from fbk_tasks.score.registry import configure_mlflow
-
+    Shards this run already wrote in full (:func:`finished_shard`: an earlier attempt of the
+    task that failed on a later shard) are read back, not predicted again, so a retry resumes
+    where the failure was and never rewrites a file readers may have seen."""
     if len({s.model.uri for s in specs}) > 1:
         raise ValueError(f"shards of one task must pin one model, got {sorted({s.model.uri for s in specs})}")
-    configure_mlflow(settings)
-    model = mlflow.pyfunc.load_model(specs[0].model.uri)
-    backend = prepare_model(model, settings)
-    return [score_shard(settings, spec, model=model, backend=backend) for spec in specs]
+    done = {(s.ds, s.shard): finished_shard(settings, s) for s in specs}
+    todo = [s for s in specs if done[(s.ds, s.shard)] is None]
+    if len(todo) < len(specs):
+        log.info("%d of %d shards were written in full by an earlier attempt: read back, not scored again", len(specs) - len(todo), len(specs))
+    if todo:
+        import mlflow.pyfunc
+
+        from fbk_tasks.score.registry import configure_mlflow
+
+        configure_mlflow(settings)
+        model = mlflow.pyfunc.load_model(todo[0].model.uri)
+        backend = prepare_model(model, settings)
+        for spec in todo:
+            done[(spec.ds, spec.shard)] = score_shard(settings, spec, model=model, backend=backend)
+    return [done[(s.ds, s.shard)] for s in specs]
 
 
 def run_scoring(

@@ -315,7 +315,7 @@ def outside_golden(frame: pd.DataFrame, golden: GoldenSet) -> tuple[pd.DataFrame
 
     gold = pd.read_parquet(golden.path, columns=["review_id", "text"])
     def norm(texts: pd.Series) -> pd.Series:
-        return pd.Series(normalize_for_dedup(pa.array(texts.tolist(), pa.string())).to_pylist(), dtype=object)
+        return pd.Series(normalize_for_dedup(pa.array(texts, pa.string(), from_pandas=True)).to_pylist(), dtype=object)
 
     gold_texts = set(norm(gold["text"])) - {"", None}
     by_id = frame["review_id"].isin(set(gold["review_id"])).to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pandas as pd
 import pyarrow.parquet as pq
 
 from fbk_tasks.demo.generator import generate_reviews, write_reviews
@@ -74,3 +75,41 @@ def test_backfilled_night_does_not_curate_a_review_a_later_night_holds(settings,
     assert not (settings.curated_dir / "ds=2026-03-04").exists() or not len(pq.read_table(settings.curated_dir / "ds=2026-03-04"))
     assert curated["review_id"].is_unique and len(curated) == later.rows_curated
     assert ingest_partition(settings, "2026-03-05").rows_curated == later.rows_curated
+
+
+def test_a_review_id_curated_long_ago_is_a_duplicate_whatever_its_text(settings, tmp_path):
+    """Outside the dedup window only the review_id look-up (a DuckDB semi-join against every
+    other curated partition) can find it: edited text, months later."""
+    settings.ingest.dedup_window_days = 1
+    df = generate_reviews(100, seed=5, ds="2026-03-02", bad_share=0, duplicate_share=0, noise_share=0, pii_share=0)
+    land_files(settings, [write_reviews(df, tmp_path / "d1.csv")], "2026-03-02")
+    ingest_partition(settings, "2026-03-02")
+    fresh = generate_reviews(20, seed=6, ds="2026-06-01", bad_share=0, duplicate_share=0, noise_share=0, pii_share=0)
+    again = df.iloc[:10].copy()
+    again["text"] = again["text"] + " (edited in June)"
+    settings.ingest.max_duplicate_share = 1.0
+    land_files(settings, [write_reviews(pd.concat([again, fresh]), tmp_path / "d2.csv")], "2026-06-01")
+    report = ingest_partition(settings, "2026-06-01")
+    assert report.files[0].rows_duplicate == 10 and report.rows_curated == 20
+    q = pq.read_table(settings.quarantine_dir / "ds=2026-06-01").to_pandas()
+    assert set(q["review_id"]) == set(again["review_id"]) and set(q["reason"]) == {"duplicate"}
+
+
+def test_history_lookup_lists_again_when_a_file_goes_away(settings, tmp_path, monkeypatch):
+    """Another night's re-run may remove a stale part between listing and reading."""
+    from fbk_tasks.ingest.pipeline import History, _history
+
+    df = generate_reviews(50, seed=5, ds="2026-03-02", bad_share=0, duplicate_share=0, noise_share=0, pii_share=0)
+    land_files(settings, [write_reviews(df, tmp_path / "d1.csv")], "2026-03-02")
+    ingest_partition(settings, "2026-03-02")
+    hist = _history(settings, "2026-03-09")
+    real = History.files
+    calls = []
+
+    def stale_first(self):
+        calls.append(1)
+        return real(self) + ([str(settings.curated_dir / "ds=2026-03-01" / "part-gone.parquet")] if len(calls) == 1 else [])
+
+    monkeypatch.setattr(History, "files", stale_first)
+    ids = pd.Series(list(df["review_id"][:5]) + ["never-seen"])
+    assert hist.seen_ids(settings, ids) == set(df["review_id"][:5]) and len(calls) == 2

@@ -69,7 +69,7 @@ def test_group_specs_caps_the_mapped_tasks_and_balances_planned_reviews(lake):
         group_specs(specs, 0)
 
 
-def test_grouped_shards_score_as_separate_tasks_would(lake):
+def test_grouped_shards_score_as_separate_tasks_would(lake, monkeypatch):
     """One task scoring every shard (score.max_mapped_tasks=1) writes what one task per shard
     writes, and finalize reconciles it the same."""
     from fbk_tasks.score.plan import group_specs
@@ -83,6 +83,24 @@ def test_grouped_shards_score_as_separate_tasks_would(lake):
     summary = finalize_run(s, specs, results, model_version=lake["version"])
     assert summary["planned"] == lake["n_reviews"] == summary["scored"] + summary["rejected"]
     grouped = _rows(s.scores_dir), _rows(s.scores_dir, rejected=True)
+
+    # a retry of the task resumes: shards written in full are read back, not predicted again
+    import mlflow.pyfunc
+
+    files = {Path(f): Path(f).stat().st_mtime_ns for r in results for f in (r.scores_file, r.rejected_file) if f}
+    real_load = mlflow.pyfunc.load_model
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda *a, **k: pytest.fail("a finished shard was scored again"))
+    again = score_shards(s, group)
+    assert [(r.to_dict() | {"seconds": 0}) for r in again] == [(r.to_dict() | {"seconds": 0}) for r in results]
+    assert {f: f.stat().st_mtime_ns for f in files} == files
+    # one shard lost its scores file (an attempt died between its two files): only it is scored again
+    lost = next(r for r in results if r.scores_file)
+    Path(lost.scores_file).unlink()
+    loads = []
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    assert [r.scored for r in score_shards(s, group)] == [r.scored for r in results] and len(loads) == 1
+    assert (_rows(s.scores_dir), _rows(s.scores_dir, rejected=True)) == grouped
+
     shutil.rmtree(s.scores_dir)  # the same run again, one task per shard
     assert run_scoring(s, run_id="night-1", scored_at=AT)["scored"] == summary["scored"]
     assert (_rows(s.scores_dir), _rows(s.scores_dir, rejected=True)) == grouped

@@ -188,6 +188,16 @@ def test_a_golden_text_under_another_id_is_not_trained_on(settings):
     assert prep.train_rows + prep.dev_rows == 300 - len(gold) + 27
 
 
+def test_outside_golden_matches_normalised_text_and_keeps_missing_text(tmp_path):
+    from fbk_tasks.train.data import GoldenSet, outside_golden
+
+    pd.DataFrame({"review_id": ["g1", "g2"], "text": ["Great!", None]}).to_parquet(tmp_path / "g.parquet")
+    golden = GoldenSet(path=tmp_path / "g.parquet", sha256="-", rows=2, rows_per_class={}, created_at="-")
+    frame = pd.DataFrame({"review_id": ["a", "b", "c", "g2", "d"], "text": ["great", " GREAT !!!", np.nan, "other", "not great"]})
+    kept, overlap = outside_golden(frame, golden)
+    assert kept["review_id"].tolist() == ["c", "d"] and overlap == 2  # a missing text is left to check_trainable
+
+
 def test_max_train_samples_caps_training_rows(settings):
     s = _settings(settings, max_train_samples=60)
     write_partition(s.curated_dir, make_reviews(300, seed=5))
