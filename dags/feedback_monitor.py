@@ -3,20 +3,31 @@
 
 Runs whenever scoring updates `Asset('review_scores')`.
 
-1. **compute_signals**: loads the night (param `ds`; default the latest scored partition on or
-   before the run's date) and the model version that scored it; the reference is that
-   version's training partitions (MLflow lineage), sampled, scored once and cached under
-   `state/drift/`. Measures prediction drift (PSI of predicted classes, overall and per
-   category), input drift (category / language mix PSI, text-length PSI, [UNK]-token share,
-   a domain classifier's cross-validated ROC AUC on MiniLM embeddings, or on character
+**Which nights.** With param `ds`: that night only. Without it: the scored nights on or before
+the run's date that have no drift metrics yet (`fbk_tasks.drift.monitor.nights_to_check`): the
+latest scored night (again when a new champion scored it), then late or backfilled nights,
+newest first, at most `drift.max_nights_per_run` (the rest wait for the next run). Nothing
+unchecked: the run is skipped.
+
+1. **compute_signals**: for each night, loads it and the model version that scored it; the
+   reference is that version's training partitions (MLflow lineage), sampled, scored once and
+   cached under `state/drift/`. Measures prediction drift (PSI of predicted classes, overall
+   and per category), input drift (category / language mix PSI, text-length PSI, [UNK]-token
+   share, a domain classifier's cross-validated ROC AUC on MiniLM embeddings, or on character
    n-grams for Chinese-dominant batches, and frequent never-seen terms) and live quality
-   (prediction vs rating agreement drop).
+   (prediction vs rating agreement drop). A night without a reference (the model was trained
+   on it, nothing before it) is skipped and noted, so it is not tried again; a night whose
+   inputs are broken does not stop the others (see **alert_unmeasured**).
 2. **decide**: the policy of `drift.*` settings (minimum rows, agreeing signals, severe single
-   signal, cooldown after a retrain); writes `drift/ds=D/part-0.parquet` (the warehouse's
-   `drift_metrics`) and `reports/drift/drift-D.html`.
-3. **emit_retrain**: only when the policy fires: records the request (cooldown state) and
-   updates `Asset('retrain_requested')` with the reasons and numbers, which schedules
-   `feedback_train`. Otherwise skipped.
+   signal, cooldown after a retrain; a night checked late does not ask again when a later night
+   already asked), oldest night first; writes `drift/ds=D/part-0.parquet` (the warehouse's
+   `drift_metrics`) and `reports/drift/drift-D.html` per night. When several nights would ask
+   for a retrain, the newest wins and the older ones are recorded as `superseded`.
+3. **emit_retrain**: only when a night's decision is a retrain (one request per run, the newest
+   such night): records the request (cooldown state) and updates `Asset('retrain_requested')`
+   with the reasons and numbers, which schedules `feedback_train`. Otherwise skipped.
+4. **alert_unmeasured**: fails (and so alerts) when a night could not be measured for another
+   reason than a missing reference, after the other nights were decided.
 
 Failures are logged and, when configured (`alerts.webhook_url`, `alerts.email`),
 posted / e-mailed. The same path runs without Airflow as `fbk drift [--ds D]`.
@@ -31,19 +42,20 @@ REVIEW_SCORES = Asset("review_scores")
 RETRAIN_REQUESTED = Asset("retrain_requested")
 
 
-def _night(context) -> str:
-    """The partition to check: param ds, else the latest scored partition on or before the run's date."""
+def _nights(context) -> list[str]:
+    """The nights to check: [param ds], else the unchecked scored nights on or before the run's
+    date (newest first, at most drift.max_nights_per_run); [] when every one is checked."""
     ds = context["params"].get("ds")
     if ds:
-        return ds
+        return [ds]
+    from fbk_tasks.drift.monitor import nights_to_check, scored_nights
     from fbk_tasks.settings import load_settings
 
     settings = load_settings()
     upto = logical_ds(context)
-    scored = sorted(p.name[3:] for p in settings.scores_dir.glob("ds=*") if p.is_dir() and p.name[3:] <= upto)
-    if not scored:
+    if not scored_nights(settings, upto):
         raise ValueError(f"no scored partition on or before {upto} under {settings.scores_dir}")
-    return scored[-1]
+    return nights_to_check(settings, upto, settings.drift.max_nights_per_run)
 
 
 @dag(
@@ -55,42 +67,47 @@ def _night(context) -> str:
     doc_md=__doc__,
     tags=["fbk", "monitoring", "drift"],
     default_args=DEFAULT_ARGS,  # includes the failure alert (per task, with its exception)
-    params={"ds": Param(None, type=["null", "string"], description="Night to check (YYYY-MM-DD); default: latest scored.")},
+    params={"ds": Param(None, type=["null", "string"],
+                        description="Night to check (YYYY-MM-DD); default: the unchecked scored nights, newest first.")},
 )
 def feedback_monitor():
     @task
-    def compute_signals() -> str:
+    def compute_signals() -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from fbk_tasks.drift.monitor import DriftInputError, NoReference, measure_night, measurement_path
+        from fbk_tasks.drift.monitor import measure_nights
         from fbk_tasks.settings import load_settings
 
         settings = load_settings()
-        ds = _night(get_current_context())
-        try:
-            meas = measure_night(settings, ds)
-        except NoReference as exc:  # a normal state (first night of a model), not a failure
-            raise AirflowSkipException(str(exc)) from None
-        except DriftInputError as exc:  # missing inputs: a retry finds the same, fail with the reason
-            raise AirflowFailException(str(exc)) from exc
-        return str(meas.save(measurement_path(settings, ds)))
+        nights = _nights(get_current_context())
+        if not nights:
+            raise AirflowSkipException("every scored night up to this run's date is checked already")
+        done = measure_nights(settings, nights)
+        if not done["measured"]:
+            why = "; ".join(f"{d}: {w}" for d, w in {**done["skipped"], **done["failed"]}.items())
+            if done["failed"]:  # missing inputs: a retry finds the same, fail with the reason
+                raise AirflowFailException(f"no night could be measured: {why}")
+            raise AirflowSkipException(why)  # no reference (first night of a model): a normal state
+        return done
 
     @task
-    def decide(measurement_file: str) -> dict:
-        from fbk_tasks.drift.monitor import NightMeasurement, decide_night, summary
+    def decide(measured: dict) -> dict:
+        from fbk_tasks.drift.monitor import NightMeasurement, decide_nights, retrain_candidate
         from fbk_tasks.settings import load_settings
 
-        meas = NightMeasurement.load(measurement_file)
-        decision, mpath, rpath = decide_night(load_settings(), meas)
-        return summary(meas, decision, mpath, rpath)
+        summaries = decide_nights(load_settings(), [NightMeasurement.load(f) for f in measured["measured"]])
+        return {"nights": summaries, "request": retrain_candidate(summaries),
+                "skipped": measured["skipped"], "failed": measured["failed"]}
 
     @task(outlets=[RETRAIN_REQUESTED])
-    def emit_retrain(result: dict, *, outlet_events=None) -> dict:
+    def emit_retrain(decided: dict, *, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        result = decided["request"]
+        if not result:
+            raise AirflowSkipException("no retrain requested: " + "; ".join(
+                f"{s['ds']} {s['decision']['status']}" for s in decided["nights"]))
         decision = result["decision"]
-        if not decision["retrain"]:
-            raise AirflowSkipException(f"no retrain requested: {decision['status']}")
         from fbk_tasks.drift.monitor import record_retrain_request, requested_by_another_run
         from fbk_tasks.drift.policy import Decision
         from fbk_tasks.settings import load_settings
@@ -106,7 +123,20 @@ def feedback_monitor():
         outlet_events[RETRAIN_REQUESTED].extra = extra
         return extra
 
-    emit_retrain(decide(compute_signals()))
+    @task
+    def alert_unmeasured(decided: dict) -> dict:
+        """Fail (so the failure callback alerts) when a night could not be measured; the other
+        nights were decided and emitted already. Nights without a reference are not failures."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if decided["failed"]:
+            raise AirflowFailException("nights not measured (they are tried again next run): " + "; ".join(
+                f"{d}: {w}" for d, w in decided["failed"].items()))
+        return {"checked": [s["ds"] for s in decided["nights"]], "skipped": decided["skipped"]}
+
+    decided = decide(compute_signals())
+    emit_retrain(decided)
+    alert_unmeasured(decided)
 
 
 feedback_monitor_dag = feedback_monitor()

@@ -181,7 +181,7 @@ class TrainSettings(_Section):
 class ScoreSettings(_Section):
     """Nightly batch scoring (see fbk_tasks/score) and the analysts' warehouse."""
 
-    shards: int = Field(2, ge=1, description="Shards a scoring run is split into (mapped Airflow tasks); by hash of review_id.")
+    shards: int = Field(2, ge=1, description="Shards each partition of a scoring run is split into, by hash of review_id: one mapped Airflow task each, up to score.max_mapped_tasks.")
     max_mapped_tasks: int = Field(512, ge=1, description="Most mapped `score_shard` tasks one run creates (keep it under Airflow's `core.max_map_length`, 1024 by default). A run with more shards (partitions x `score.shards`: a new champion's first night or a rescore over many nights) deals them into this many tasks, balanced by planned reviews.")
     batch_size: int = Field(1024, ge=1, description="Reviews read from Parquet and sent to the model per predict call (the model sorts them by length and runs sub-batches of train.eval_batch_size, so larger means less padding).")
     deadline_minutes: int | None = Field(
@@ -228,6 +228,7 @@ class DriftSettings(_Section):
     severe_unk_rate_increase: Share = Field(0.3, description="[UNK]-share increase that fires the retrain alone.")
     signals_required: int = Field(2, ge=1, description="Distinct signals that must fire together to request a retrain.")
     cooldown_days: int = Field(3, ge=0, description="Days after a retrain (request or champion promotion) during which no retrain is requested.")
+    max_nights_per_run: int = Field(7, ge=1, description="Unchecked scored nights one monitor run (or `fbk drift` without --ds) checks: the latest, then late or backfilled ones, newest first; the rest wait for the next run.")
     reference_max_rows: int = Field(2000, ge=50, description="Cap on reference reviews sampled (and scored once per champion version, cached).")
     domain_max_rows: int = Field(2000, ge=20, description="Cap per side (reference, night) of the balanced domain-classifier sample.")
     domain_cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the domain classifier.")

@@ -12,7 +12,12 @@ Layout:
   night reuses;
 * writes ``<data_dir>/drift/ds=D/part-0.parquet`` (one row per signal x scope, plus a
   ``decision`` row) atomically and ``<reports_dir>/drift/drift-D.html``;
-* ``<state_dir>/drift/retrain_requests.jsonl``: one line per retrain request (cooldown).
+* ``<state_dir>/drift/retrain_requests.jsonl``: one line per retrain request (cooldown);
+* ``<state_dir>/drift/no_reference/ds=D.json``: a night that could not be measured for want of a
+  reference (with the version that scored it), so that it is not tried again every run.
+
+Which nights a run checks: :func:`nights_to_check` (the latest scored night and late or
+backfilled nights without drift metrics, newest first, at most ``drift.max_nights_per_run``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ class DriftInputError(LookupError):
 
 
 class NoReference(DriftInputError):
-    """Nothing to compare the night with yet (e.g. the model was trained on this very night)."""
+    """Nothing to compare the night with yet (e.g. the model was trained on this very night).
+    ``model_version``: the version that scored the night, when known."""
+
+    model_version: int | None = None
 
 
 @dataclass
@@ -101,6 +109,10 @@ def reference_cache_path(settings: Settings, version: int) -> Path:
     return drift_state_dir(settings) / f"reference-{version}.parquet"
 
 
+def no_reference_path(settings: Settings, ds: str) -> Path:
+    return drift_state_dir(settings) / "no_reference" / f"ds={ds}.json"
+
+
 # -- reading the lake --------------------------------------------------------------------------
 
 
@@ -124,6 +136,28 @@ def _objects(frame: pd.DataFrame) -> pd.DataFrame:
     return out.where(pd.notna(out), None)
 
 
+def scoring_version(counts: dict[int, int]) -> int:
+    """The version a night is monitored with: most score rows, then the highest."""
+    return max(counts, key=lambda v: (counts[v], v))
+
+
+def score_versions(settings: Settings, ds: str) -> dict[int, int]:
+    """Score rows per model version in the night's score files (only that column is read)."""
+    import pyarrow.parquet as pq
+
+    counts: dict[int, int] = {}
+    for f in sorted((settings.scores_dir / f"ds={ds}").glob("*.parquet")):
+        for v in pq.read_table(f, columns=["model_version"]).column(0).to_pylist():
+            counts[int(v)] = counts.get(int(v), 0) + 1
+    return counts
+
+
+def scored_nights(settings: Settings, upto: str | None = None) -> list[str]:
+    """ds of the score partitions holding at least one score file, on or before ``upto``, oldest first."""
+    return sorted(p.name[3:] for p in settings.scores_dir.glob("ds=*")
+                  if p.is_dir() and (upto is None or p.name[3:] <= upto) and any(p.glob("*.parquet")))
+
+
 def load_night(settings: Settings, ds: str) -> tuple[pd.DataFrame, str, int]:
     """The night's scored reviews joined to curated columns; returns (frame, model_name, version).
 
@@ -132,8 +166,7 @@ def load_night(settings: Settings, ds: str) -> tuple[pd.DataFrame, str, int]:
     scores = _read_dir(settings.scores_dir / f"ds={ds}", ["review_id", "model_name", "model_version", "label"])
     if scores.empty:
         raise DriftInputError(f"no scores for ds={ds} under {settings.scores_dir} (run scoring first)")
-    counts = scores.groupby("model_version").size()
-    version = int(max(counts.index, key=lambda v: (counts[v], v)))
+    version = scoring_version({int(v): int(n) for v, n in scores.groupby("model_version").size().items()})
     scores = scores[scores["model_version"] == version].drop_duplicates("review_id")
     name = str(scores["model_name"].iloc[0])
     curated = _read_dir(settings.curated_dir / f"ds={ds}", CURATED_COLUMNS)
@@ -376,10 +409,27 @@ def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) 
     use_encoder = settings.drift.use_encoder if use_encoder is None else use_encoder
     night, name, version = load_night(settings, ds)
     lineage, tags = _champion_lineage(settings, name, version)
-    parts, source = reference_partitions(settings, ds, lineage)
+    try:
+        parts, source = reference_partitions(settings, ds, lineage)
+    except NoReference as exc:
+        exc.model_version = version
+        raise
     ref, emb = load_reference(settings, name, version, parts, use_encoder)
+    # The cache is the version's, built for its first monitored night: when that was a later
+    # night (a late or backfilled night is checked after it), it may hold this night's reviews.
+    # A night is never compared with itself: its own reviews (ids are unique across partitions)
+    # leave the reference.
+    own = ref["review_id"].isin(set(night["review_id"])).to_numpy()
+    if own.any():
+        log.info("drift %s: %d of the %d cached reference reviews are this night's: left out", ds, int(own.sum()), len(ref))
+        ref, emb = ref[~own].reset_index(drop=True), (emb[~own] if emb is not None else None)
+        if ref.empty:
+            exc = NoReference(f"no reference: the cached reference of v{version} holds only night {ds}")
+            exc.model_version = version
+            raise exc
     m = compute_signals(ref, night, settings.drift, reference_embeddings=emb, use_encoder=use_encoder)
     m.info["version_tags"] = {k: v for k, v in tags.items() if k.startswith("fbk.gate.")}
+    m.info["reference_rows_of_this_night_left_out"] = int(own.sum())
     return NightMeasurement(ds=ds, model_name=name, model_version=version, n_rows=len(night), reference_partitions=parts,
                             reference_source=source, results=[r.to_dict() for r in m.results], info=m.info,
                             computed_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
@@ -422,19 +472,167 @@ def write_metrics(settings: Settings, meas: NightMeasurement, decision: Decision
     return write_parquet(table, metrics_path(settings, meas.ds))
 
 
+def later_request(requests: list[dict[str, Any]], ds: str) -> str | None:
+    """The nearest night after ``ds`` with a recorded retrain request (pending or answered), unless
+    ``ds`` has a request of its own (re-checking a night that asked stays idempotent)."""
+    days = {e["ds"] for e in requests if e.get("ds")}
+    later = [d for d in days if d > ds]
+    return None if ds in days or not later else min(later)
+
+
+def _decide(settings: Settings, meas: NightMeasurement, requests: list[dict[str, Any]], latest: str | None,
+            later: str | None = None) -> Decision:
+    """The policy for one night. A night checked late (a newer night is scored) and without a
+    request of its own is superseded by a request recorded for a later night, and its cooldown is
+    counted to the latest scored night; a night that asked before is decided as on its own date
+    (a re-run stays idempotent)."""
+    own = any(e.get("ds") == meas.ds for e in requests)
+    later = later or later_request(requests, meas.ds)
+    asof = meas.ds if own or not latest else max(meas.ds, latest)
+    last = last_retrain(settings, asof, meas.info.get("version_tags"))
+    return decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds, last, later, asof)
+
+
+def _latest_scored(settings: Settings) -> str | None:
+    nights = scored_nights(settings)
+    return nights[-1] if nights else None
+
+
 def decide_night(settings: Settings, meas: NightMeasurement) -> tuple[Decision, Path, Path]:
-    """Apply the policy (cooldown from state), write metrics and the HTML report."""
+    """Apply the policy (cooldown and later requests from state), write metrics and the HTML report."""
+    decision = _decide(settings, meas, read_retrain_requests(settings), _latest_scored(settings))
+    return (decision, *_write_night(settings, meas, decision))
+
+
+def decide_nights(settings: Settings, measurements: list[NightMeasurement]) -> list[dict[str, Any]]:
+    """Decide several nights of one run; returns their summaries, oldest first.
+
+    Each night is decided as :func:`decide_night` does (against the recorded requests), then, when
+    more than one night would request a retrain, only the newest keeps that decision: the older
+    ones are ``superseded`` by it (unless they already have a recorded request of their own), so
+    a run asks for one retrain at most. Metrics and reports are written with the final decisions."""
+    ordered = sorted(measurements, key=lambda m: m.ds)
+    requests, latest = read_retrain_requests(settings), _latest_scored(settings)
+    own = {e["ds"] for e in requests if e.get("ds")}
+    decisions = [_decide(settings, m, requests, latest) for m in ordered]
+    wanting = [i for i, d in enumerate(decisions) if d.retrain]
+    for i in wanting[:-1]:
+        if ordered[i].ds not in own:
+            decisions[i] = _decide(settings, ordered[i], requests, latest, later=ordered[wanting[-1]].ds)
+    return [summary(m, d, *_write_night(settings, m, d)) for m, d in zip(ordered, decisions)]
+
+
+def retrain_candidate(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest night of these summaries whose decision is a retrain (the run's one request)."""
+    wanting = [s for s in summaries if s["decision"]["retrain"]]
+    return max(wanting, key=lambda s: s["ds"]) if wanting else None
+
+
+def _write_night(settings: Settings, meas: NightMeasurement, decision: Decision) -> tuple[Path, Path]:
     from fbk_tasks.drift.report import write_report
 
-    last = last_retrain(settings, meas.ds, meas.info.get("version_tags"))
-    decision = decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds, last)
     mpath = write_metrics(settings, meas, decision)
     request = latest_request(settings, meas.ds)
     if decision.retrain and (request is None or request["ds"] != meas.ds):  # emit_retrain records it next
         request = {"ds": meas.ds, "model_version": meas.model_version, "reasons": decision.reasons}
     rpath = write_report(settings, meas, decision, report_path(settings, meas.ds), request)
     log.info("drift %s v%s: %s (%s)", meas.ds, meas.model_version, decision.status, "; ".join(decision.reasons))
-    return decision, mpath, rpath
+    return mpath, rpath
+
+
+# -- which nights ----------------------------------------------------------------------------------
+
+
+def record_no_reference(settings: Settings, ds: str, model_version: int, reason: str) -> Path:
+    """Note that night ``ds``, scored by ``model_version``, has no reference (see :func:`nights_to_check`)."""
+    from fbk_tasks.io.atomic import write_text
+
+    note = {"ds": ds, "model_version": int(model_version), "reason": reason,
+            "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return write_text(json.dumps(note, sort_keys=True), no_reference_path(settings, ds))
+
+
+def _check_records(settings: Settings, ds: str) -> list[tuple[int, bool]]:
+    """(model_version, decided to retrain) of what the monitor wrote for the night: its drift
+    metrics' decision row and/or its no-reference note. A record that cannot be read counts as none."""
+    import pyarrow.parquet as pq
+
+    records: list[tuple[int, bool]] = []
+    mpath, npath = metrics_path(settings, ds), no_reference_path(settings, ds)
+    try:
+        if mpath.exists():
+            t = pq.read_table(mpath, columns=["signal", "model_version", "fired"]).to_pydict()
+            records += [(int(v), bool(f)) for sig, v, f in zip(t["signal"], t["model_version"], t["fired"]) if sig == "decision"]
+        if npath.exists():
+            records.append((int(json.loads(npath.read_text())["model_version"]), False))
+    except Exception as exc:  # a damaged file: check the night again (it is rewritten)
+        log.warning("drift record of %s unreadable (%s): the night is checked again", ds, exc)
+        return []
+    return records
+
+
+def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
+    """Scored nights on or before ``upto`` the monitor has not checked yet: newest first, at most ``limit``.
+
+    A night counts as checked when the monitor wrote drift metrics for it (or a no-reference note,
+    :func:`record_no_reference`), except that
+
+    * the **latest** scored night must have been checked with the model version that scores it
+      now (a new champion's scores are measured again, as each scoring run's monitor run did);
+      older nights are not measured again when a later champion re-scores them (scoring covers
+      every partition, and that champion was normally trained on them);
+    * metrics whose decision is a retrain, but with no request recorded for the night (emit did
+      not happen: ``fbk drift`` only prints, or the run failed before emitting), do not count.
+
+    Newest first, so the latest night is always included when unchecked and a backlog larger
+    than ``limit`` is worked off, newest to oldest, over the next runs. A night without a
+    reference is noted and skipped, and not tried again for that scoring version."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    nights = scored_nights(settings, upto)
+    requested = {e["ds"] for e in read_retrain_requests(settings) if e.get("ds")}
+    out: list[str] = []
+    for ds in reversed(nights):
+        records = _check_records(settings, ds)
+        if records and ds == nights[-1]:
+            current = scoring_version(score_versions(settings, ds))
+            records = [r for r in records if r[0] == current]
+        if not any(not retrain or ds in requested for _, retrain in records):
+            out.append(ds)
+            if len(out) == limit:
+                break
+    return out
+
+
+def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None) -> dict[str, Any]:
+    """Measure each night, oldest first, and save its measurement (``measurement_path``). Returns (JSON-able)
+    ``{"measured": [measurement files], "skipped": {ds: why}, "failed": {ds: why}}``: a night
+    without a reference is skipped (and noted), another :class:`DriftInputError` is a failure of
+    that night only; anything else (registry down, ...) is raised."""
+    out: dict[str, Any] = {"measured": [], "skipped": {}, "failed": {}}
+    for ds in sorted(nights):  # oldest first, as nightly runs would: a new version's cache is built for its oldest night
+        try:
+            meas = measure_night(settings, ds, use_encoder)
+        except NoReference as exc:
+            if exc.model_version is not None:
+                record_no_reference(settings, ds, exc.model_version, str(exc))
+            log.info("drift %s skipped: %s", ds, exc)
+            out["skipped"][ds] = str(exc)
+            continue
+        except DriftInputError as exc:
+            log.error("drift %s cannot be measured: %s", ds, exc)
+            out["failed"][ds] = str(exc)
+            continue
+        out["measured"].append(str(meas.save(measurement_path(settings, ds))))
+    return out
+
+
+def run_drift_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None) -> dict[str, Any]:
+    """Measure and decide several nights (``fbk drift`` without ``--ds``):
+    ``{"nights": [summaries, oldest first], "skipped": {...}, "failed": {...}}``."""
+    done = measure_nights(settings, nights, use_encoder)
+    summaries = decide_nights(settings, [NightMeasurement.load(f) for f in done["measured"]])
+    return {"nights": summaries, "skipped": done["skipped"], "failed": done["failed"]}
 
 
 def run_drift(settings: Settings, ds: str, use_encoder: bool | None = None) -> dict[str, Any]:
@@ -453,8 +651,10 @@ def summary(meas: NightMeasurement, decision: Decision, mpath: Path, rpath: Path
 
 
 __all__ = [
-    "DriftInputError", "NightMeasurement", "answer_retrain_requests", "decide_night", "last_retrain", "latest_request",
-    "outcome_text", "read_retrain_requests", "load_night", "load_reference",
-    "measure_night", "metrics_path", "record_retrain_request", "requested_by_another_run", "reference_cache_path", "reference_partitions",
-    "report_path", "run_drift", "summary", "write_metrics",
+    "DriftInputError", "NightMeasurement", "NoReference", "answer_retrain_requests", "decide_night", "decide_nights",
+    "last_retrain", "later_request", "latest_request", "outcome_text", "read_retrain_requests", "load_night", "load_reference",
+    "measure_night", "measure_nights", "metrics_path", "nights_to_check", "no_reference_path", "record_no_reference",
+    "record_retrain_request", "requested_by_another_run", "reference_cache_path", "reference_partitions",
+    "report_path", "retrain_candidate", "run_drift", "run_drift_nights", "score_versions", "scored_nights",
+    "scoring_version", "summary", "write_metrics",
 ]

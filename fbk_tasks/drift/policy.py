@@ -9,6 +9,9 @@ Rules (all numbers from :class:`fbk_tasks.settings.DriftSettings`):
    signal reaches its *severe* threshold (which may fire alone).
 4. Within ``cooldown_days`` after the last retrain (a request this stage made, or the current
    champion's promotion) nothing is requested; the signals are still recorded.
+5. A night checked after a later night already asked for a retrain (a late or backfilled night,
+   or the older of two drifted nights checked in one run) does not ask again: that later request
+   (pending or answered) covers it (status ``superseded``).
 
 Thresholds are effect sizes (PSI, AUC, shares); no rule looks at a p-value.
 """
@@ -67,7 +70,7 @@ def apply_thresholds(results: list[SignalResult], drift: DriftSettings) -> list[
 @dataclass
 class Decision:
     retrain: bool
-    status: str  # "retrain" | "no_drift" | "below_threshold" | "too_few_rows" | "cooldown"
+    status: str  # "retrain" | "no_drift" | "below_threshold" | "too_few_rows" | "superseded" | "cooldown"
     reasons: list[str]
     fired_signals: list[str]
     severe_signals: list[str]
@@ -83,8 +86,12 @@ class Decision:
 
 
 def decide(results: list[SignalResult], drift: DriftSettings, n_rows: int, ds: str,
-           last_retrain: str | None = None) -> Decision:
-    """Apply the policy to thresholded results (see :func:`apply_thresholds`)."""
+           last_retrain: str | None = None, later_request: str | None = None, asof: str | None = None) -> Decision:
+    """Apply the policy to thresholded results (see :func:`apply_thresholds`).
+
+    ``later_request``: a night after ``ds`` whose retrain was already requested (rule 5).
+    ``asof``: the date the cooldown is counted to (default ``ds``); for a night checked late, the
+    latest scored night, so that a late night cannot ask for a retrain inside the cooldown."""
     fired = sorted({r.signal for r in results if r.fired})
     severe = sorted({r.signal for r in results if r.severe})
     numbers = {f"{r.signal}[{r.scope}]": round(float(r.value), 6) for r in results if r.fired}
@@ -101,10 +108,15 @@ def decide(results: list[SignalResult], drift: DriftSettings, n_rows: int, ds: s
         status = "below_threshold" if fired else "no_drift"
         why = reasons + ([f"{len(fired)} signal(s) fired < signals_required {drift.signals_required}"] if fired else [])
         return out(False, status, why)
+    if later_request and later_request > ds:
+        return out(False, "superseded", reasons + [f"a retrain was already requested for a later night ({later_request}); "
+                                                   "that request covers this one"])
     if last_retrain and drift.cooldown_days > 0:
-        days = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(last_retrain[:10])).days
+        when = max(ds, asof or ds)
+        days = (dt.date.fromisoformat(when) - dt.date.fromisoformat(last_retrain[:10])).days
         if 0 <= days < drift.cooldown_days:
-            return out(False, "cooldown", reasons + [f"last retrain {last_retrain[:10]} is {days} day(s) before {ds} "
+            late = "" if when == ds else f", the latest scored night ({ds} is checked late)"
+            return out(False, "cooldown", reasons + [f"last retrain {last_retrain[:10]} is {days} day(s) before {when}{late} "
                                                       f"(cooldown_days {drift.cooldown_days})"])
     return out(True, "retrain", reasons)
 

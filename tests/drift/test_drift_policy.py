@@ -74,3 +74,18 @@ def test_settings_validate_shares_and_severe_order():
         DriftSettings(psi_threshold=0.6, severe_psi_threshold=0.5)
     with pytest.raises(ValidationError):
         DriftSettings(novel_term_share=-0.1)
+
+
+def test_a_later_request_supersedes_a_late_night():
+    d = decide(_results(prediction_psi=0.9), D, 1000, "2026-03-04", later_request="2026-03-06")
+    assert not d.retrain and d.status == "superseded" and "2026-03-06" in d.reasons[-1]
+    assert decide(_results(prediction_psi=0.9), D, 1000, "2026-03-08", later_request="2026-03-06").retrain  # not later
+    quiet = decide(_results(prediction_psi=0.05), D, 1000, "2026-03-04", later_request="2026-03-06")
+    assert quiet.status == "no_drift"  # nothing to supersede
+
+
+def test_a_late_night_counts_its_cooldown_to_the_latest_night():
+    # promotion on 03-07, night 03-04 checked late while 03-08 is the latest: inside the cooldown
+    d = decide(_results(prediction_psi=0.9), D, 1000, "2026-03-04", last_retrain="2026-03-07", asof="2026-03-08")
+    assert not d.retrain and d.status == "cooldown" and "checked late" in d.reasons[-1]
+    assert decide(_results(prediction_psi=0.9), D, 1000, "2026-03-04", last_retrain="2026-03-01", asof="2026-03-08").retrain

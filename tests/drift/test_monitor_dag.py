@@ -36,10 +36,12 @@ def test_dag_structure():
     assert not {k: v for k, v in bag.import_errors.items() if "feedback_monitor" in k}
     dag = bag.dags.get("feedback_monitor")
     assert dag is not None and not dag.catchup and dag.doc_md and "drift" in dag.tags
-    assert set(dag.task_dict) == {"compute_signals", "decide", "emit_retrain"}
+    assert set(dag.task_dict) == {"compute_signals", "decide", "emit_retrain", "alert_unmeasured"}
     assert all(t.retries == 2 for t in dag.tasks)
     assert [o.name for o in dag.task_dict["emit_retrain"].outlets] == ["retrain_requested"]
+    assert not any(t.outlets for t in dag.tasks if t.task_id != "emit_retrain")
     assert dag.task_dict["emit_retrain"].upstream_task_ids == {"decide"}
+    assert dag.task_dict["alert_unmeasured"].upstream_task_ids == {"decide"}
     assert all(t.on_failure_callback for t in dag.tasks)
 
 
@@ -138,6 +140,65 @@ def test_dag_test_requests_retrain_then_cools_down(airflow_db, drift_lake):
 
 
 @pytest.mark.slow
+def test_dag_test_without_ds_checks_every_unchecked_night(airflow_db, drift_lake, monkeypatch):
+    """Both nights are scored and unchecked (the monitor did not run for 03-02): a run without
+    ds checks both, writes metrics for both and asks for one retrain, the newest night's. Then
+    03-01 is scored late: it has no reference (nothing precedes it, no lineage), is skipped
+    without failing the run, noted, and not picked again."""
+    import pandas as pd
+
+    from fbk_tasks.drift.monitor import metrics_path, nights_to_check, no_reference_path, read_retrain_requests
+    from fbk_tasks.score.run import run_scoring
+
+    monkeypatch.setenv("FBK_DRIFT__USE_ENCODER", "false")  # the MiniLM path is the test above
+    s = drift_lake["settings"]
+    dag = _load_dag().feedback_monitor_dag
+    before = len(_asset_events("retrain_requested"))
+    assert nights_to_check(s, "2026-03-03", 7) == ["2026-03-03", "2026-03-02"]
+    run = dag.test(logical_date=dt.datetime(2026, 3, 3, 4, tzinfo=dt.timezone.utc))
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and states["emit_retrain"] == "success" and states["alert_unmeasured"] == "success", states
+
+    def decision(ds: str) -> dict:
+        m = pd.read_parquet(metrics_path(s, ds))
+        assert (m["model_version"] == drift_lake["version"]).all()
+        return json.loads(m.loc[m["signal"] == "decision", "detail"].iloc[0])
+
+    d2, d3 = decision("2026-03-02"), decision("2026-03-03")
+    assert "category_mix_psi" in d2["fired_signals"] and "category_mix_psi" in d3["fired_signals"]  # both drifted
+    assert d3["status"] == "retrain" and d2["status"] == "superseded" and "2026-03-03" in d2["reasons"][-1]
+    events = _asset_events("retrain_requested")
+    assert len(events) == before + 1 and events[-1]["ds"] == "2026-03-03"  # one request per run: the newest night's
+    assert [e["ds"] for e in read_retrain_requests(s)] == ["2026-03-03"]
+    assert nights_to_check(s, "2026-03-03", 7) == []
+
+    run_scoring(s, "2026-03-01", build=False)  # a late night, older than both
+    assert nights_to_check(s, "2026-03-03", 7) == ["2026-03-01"]
+    run2 = dag.test(logical_date=dt.datetime(2026, 3, 3, 5, tzinfo=dt.timezone.utc))
+    states2 = {ti.task_id: ti.state for ti in run2.get_task_instances()}
+    assert run2.state == "success" and states2["compute_signals"] == "skipped", states2
+    assert no_reference_path(s, "2026-03-01").exists() and not metrics_path(s, "2026-03-01").exists()
+    assert nights_to_check(s, "2026-03-03", 7) == []
+    assert len(_asset_events("retrain_requested")) == before + 1
+
+
+@pytest.mark.slow
+def test_a_night_checked_late_is_never_in_its_own_reference(drift_lake):
+    """v1 has no lineage: its reference cache is built for its first monitored night from the
+    partitions before it. Checked first, 03-03 caches 03-01 + 03-02; 03-02, checked late, must
+    not be compared with its own reviews."""
+    from fbk_tasks.drift.monitor import NightMeasurement, measurement_path, run_drift
+
+    s = drift_lake["settings"]
+    run_drift(s, "2026-03-03", use_encoder=False)
+    result = run_drift(s, "2026-03-02", use_encoder=False)
+    meas = NightMeasurement.load(measurement_path(s, "2026-03-02"))
+    assert meas.info["reference_rows_of_this_night_left_out"] > 0
+    assert meas.info["n_reference"] + meas.info["reference_rows_of_this_night_left_out"] == 200  # reference_max_rows
+    assert "category_mix_psi" in result["decision"]["severe_signals"]
+
+
+@pytest.mark.slow
 def test_cli_drift_prints_the_decision(drift_lake, capsys):
     from fbk_tasks.cli import main
 
@@ -145,17 +206,23 @@ def test_cli_drift_prints_the_decision(drift_lake, capsys):
     out = capsys.readouterr().out
     assert "drift 2026-03-02 v1: RETRAIN" in out
     assert main(["drift", "--ds", "2026-02-01"]) == 2  # no scores for that night: a user error
+    # without --ds: the unchecked nights, one summary each (03-02 again: the CLI records no request)
+    assert main(["drift", "--no-encoder"]) == 0
+    out = capsys.readouterr().out
+    assert "drift 2026-03-02 v1: superseded" in out and "drift 2026-03-03 v1: RETRAIN" in out
 
 
-def test_night_defaults_to_latest_scored_partition_up_to_the_run(settings):
+def test_nights_default_to_the_unchecked_scored_partitions_up_to_the_run(settings):
     import pendulum
 
     module = _load_dag()
     for ds in ("2026-03-01", "2026-03-05"):
         (settings.scores_dir / f"ds={ds}").mkdir(parents=True)
+        (settings.scores_dir / f"ds={ds}" / "part-1.parquet").touch()
+    (settings.scores_dir / "ds=2026-03-03").mkdir()  # no score file: not a scored night
     ctx = {"params": {}, "logical_date": pendulum.datetime(2026, 3, 4, 4)}
-    assert module._night(ctx) == "2026-03-01"
-    assert module._night({**ctx, "logical_date": pendulum.datetime(2026, 3, 6)}) == "2026-03-05"
-    assert module._night({**ctx, "params": {"ds": "2026-02-01"}}) == "2026-02-01"
+    assert module._nights(ctx) == ["2026-03-01"]
+    assert module._nights({**ctx, "logical_date": pendulum.datetime(2026, 3, 6)}) == ["2026-03-05", "2026-03-01"]
+    assert module._nights({**ctx, "params": {"ds": "2026-02-01"}}) == ["2026-02-01"]
     with pytest.raises(ValueError, match="no scored partition"):
-        module._night({**ctx, "logical_date": pendulum.datetime(2026, 2, 1)})
+        module._nights({**ctx, "logical_date": pendulum.datetime(2026, 2, 1)})

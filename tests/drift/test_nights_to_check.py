@@ -1,0 +1,145 @@
+"""Which nights a monitor run checks (``nights_to_check``) and how the nights of one run are
+decided together (``decide_nights``): on hand-made score and metrics files, no model."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from fbk_tasks.drift.monitor import (
+    NightMeasurement,
+    decide_nights,
+    metrics_path,
+    nights_to_check,
+    read_retrain_requests,
+    record_no_reference,
+    record_retrain_request,
+    retrain_candidate,
+)
+from fbk_tasks.drift.policy import SignalResult, apply_thresholds, decide
+
+
+def _score(settings, ds: str, version: int, n: int = 3, part: str = "a") -> None:
+    from fbk_tasks.io.atomic import write_parquet
+
+    write_parquet(pa.table({"review_id": [f"{ds}-{i}" for i in range(n)], "model_name": ["m"] * n,
+                            "model_version": pa.array([version] * n, pa.int64()), "label": ["positive"] * n}),
+                  settings.scores_dir / f"ds={ds}" / f"part-{version}-{part}.parquet")
+
+
+def _measurement(settings, ds: str, version: int = 1, drifted: bool = False) -> NightMeasurement:
+    rs = apply_thresholds([SignalResult("prediction_psi", "all", 0.9 if drifted else 0.01),
+                           SignalResult("domain_auc", "all", 0.5)], settings.drift)
+    return NightMeasurement(ds=ds, model_name="m", model_version=version, n_rows=400, reference_partitions=["2026-02-28"],
+                            reference_source="training lineage", results=[r.to_dict() for r in rs],
+                            info={"features": "char_ngrams"}, computed_at="2026-03-09T04:00:00+00:00")
+
+
+def _checked(settings, ds: str, version: int = 1, drifted: bool = False) -> None:
+    """Metrics for the night as the monitor writes them (decision row included)."""
+    from fbk_tasks.drift.monitor import write_metrics
+
+    meas = _measurement(settings, ds, version, drifted)
+    write_metrics(settings, meas, decide(meas.signal_results(), settings.drift, meas.n_rows, ds))
+
+
+NIGHTS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
+
+
+def test_picks_unchecked_nights_newest_first_within_the_limit(settings):
+    for ds in NIGHTS:
+        _score(settings, ds, 1)
+    assert nights_to_check(settings, "2026-03-05", 7) == NIGHTS[::-1]  # nothing checked yet
+    assert nights_to_check(settings, "2026-03-05", 2) == ["2026-03-05", "2026-03-04"]  # the limit holds
+    assert nights_to_check(settings, "2026-03-03", 7) == ["2026-03-03", "2026-03-02", "2026-03-01"]  # up to the run's date
+    for ds in NIGHTS:
+        if ds != "2026-03-03":
+            _checked(settings, ds)
+    # 03-03 was scored late (backfilled) after newer nights were checked: it is picked, the others are not
+    assert nights_to_check(settings, "2026-03-05", 7) == ["2026-03-03"]
+    _checked(settings, "2026-03-03")
+    assert nights_to_check(settings, "2026-03-05", 7) == []
+    _score(settings, "2026-03-06", 1)
+    (settings.scores_dir / "ds=2026-03-07").mkdir()  # a partition without score files is not a scored night
+    assert nights_to_check(settings, "2026-03-09", 1) == ["2026-03-06"]
+    with pytest.raises(ValueError):
+        nights_to_check(settings, "2026-03-09", 0)
+
+
+def test_what_counts_as_checked(settings):
+    for ds in NIGHTS:
+        _score(settings, ds, 1)
+        _checked(settings, ds)
+    # a new champion (v2) scores every partition: only the latest night is measured again
+    for ds in NIGHTS:
+        _score(settings, ds, 2, part="b")
+    assert nights_to_check(settings, "2026-03-05", 7) == ["2026-03-05"]
+    _checked(settings, "2026-03-05", version=2)
+    assert nights_to_check(settings, "2026-03-05", 7) == []
+    # metrics that decided a retrain nobody recorded (`fbk drift` only prints) keep the night due...
+    _checked(settings, "2026-03-02", drifted=True)
+    assert nights_to_check(settings, "2026-03-05", 7) == ["2026-03-02"]
+    # ...until the request is recorded
+    meas = _measurement(settings, "2026-03-02", drifted=True)
+    record_retrain_request(settings, "2026-03-02", decide(meas.signal_results(), settings.drift, 400, "2026-03-02"), 1, "run-1")
+    assert nights_to_check(settings, "2026-03-05", 7) == []
+    # a damaged metrics file: checked again
+    metrics_path(settings, "2026-03-04").write_bytes(b"not parquet")
+    assert nights_to_check(settings, "2026-03-05", 7) == ["2026-03-04"]
+
+
+def test_a_night_without_reference_is_noted_and_not_tried_again(settings):
+    _score(settings, "2026-03-01", 1)
+    _score(settings, "2026-03-02", 1)
+    _checked(settings, "2026-03-02")
+    assert nights_to_check(settings, "2026-03-02", 7) == ["2026-03-01"]
+    record_no_reference(settings, "2026-03-01", 1, "no reference")
+    assert nights_to_check(settings, "2026-03-02", 7) == []
+    # the latest night noted for an older version than the one scoring it now is tried again
+    _score(settings, "2026-03-03", 1)
+    record_no_reference(settings, "2026-03-03", 1, "no reference")
+    assert nights_to_check(settings, "2026-03-03", 7) == []
+    _score(settings, "2026-03-03", 2, n=5, part="b")
+    assert nights_to_check(settings, "2026-03-03", 7) == ["2026-03-03"]
+
+
+def _statuses(summaries) -> dict[str, str]:
+    return {s["ds"]: s["decision"]["status"] for s in summaries}
+
+
+def test_one_run_asks_for_one_retrain_the_newest(settings):
+    for ds in ("2026-03-02", "2026-03-03", "2026-03-04"):
+        _score(settings, ds, 1)
+    nights = [_measurement(settings, "2026-03-04", drifted=True), _measurement(settings, "2026-03-02", drifted=True),
+              _measurement(settings, "2026-03-03")]
+    summaries = decide_nights(settings, nights)
+    assert [s["ds"] for s in summaries] == ["2026-03-02", "2026-03-03", "2026-03-04"]  # oldest first
+    assert _statuses(summaries) == {"2026-03-02": "superseded", "2026-03-03": "no_drift", "2026-03-04": "retrain"}
+    assert retrain_candidate(summaries)["ds"] == "2026-03-04"
+    assert all(metrics_path(settings, ds).exists() for ds in ("2026-03-02", "2026-03-03", "2026-03-04"))
+
+
+def test_a_late_night_does_not_ask_again_after_a_later_request(settings):
+    for ds in ("2026-03-02", "2026-03-03", "2026-03-10"):
+        _score(settings, ds, 1)
+    late = _measurement(settings, "2026-03-03", drifted=True)
+    assert _statuses(decide_nights(settings, [late])) == {"2026-03-03": "retrain"}  # nothing asked after it yet
+    # a retrain was requested for 03-10 and answered; the backfilled 03-03 is checked after it
+    req = _measurement(settings, "2026-03-10", drifted=True)
+    record_retrain_request(settings, "2026-03-10", decide(req.signal_results(), settings.drift, 400, "2026-03-10"), 1, "run-1")
+    summaries = decide_nights(settings, [late])
+    assert _statuses(summaries) == {"2026-03-03": "superseded"} and retrain_candidate(summaries) is None
+    # a night that asked itself is decided as before (a re-run stays idempotent)
+    record_retrain_request(settings, "2026-03-02", decide(req.signal_results(), settings.drift, 400, "2026-03-02"), 1, "run-0")
+    assert _statuses(decide_nights(settings, [_measurement(settings, "2026-03-02", drifted=True)])) == {"2026-03-02": "retrain"}
+    assert [e["ds"] for e in read_retrain_requests(settings)] == ["2026-03-02", "2026-03-10"]
+
+
+def test_a_late_night_is_cooled_down_by_a_recent_retrain(settings):
+    """Cooldown by ds alone would let a night older than the last promotion ask right after it."""
+    for ds in ("2026-03-03", "2026-03-08"):
+        _score(settings, ds, 1)
+    late = _measurement(settings, "2026-03-03", drifted=True)
+    late.info["version_tags"] = {"fbk.gate.at": "2026-03-07T05:00:00+00:00"}  # the scoring version was promoted on 03-07
+    (s,) = decide_nights(settings, [late])
+    assert s["decision"]["status"] == "cooldown" and s["decision"]["last_retrain"] == "2026-03-07"
