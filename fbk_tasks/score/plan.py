@@ -248,6 +248,28 @@ def _plan_dir(settings: Settings, run_id: str) -> Path:
     return settings.state_dir / "score_plans" / safe
 
 
+def prune_plans(settings: Settings, keep_run_id: str | None = None, now: float | None = None) -> list[str]:
+    """Remove the plan folders (``<state_dir>/score_plans/<run>/``) not modified for
+    ``score.plan_retention_days`` days, except ``keep_run_id``'s; returns the folders removed.
+    A plan is only read by its own run's tasks (and their retries), so an old one is history
+    nobody reads; the run's outputs and counts stay in ``scores/`` and the warehouse."""
+    import time
+
+    days = settings.score.plan_retention_days
+    root = settings.state_dir / "score_plans"
+    if days is None or not root.is_dir():
+        return []
+    cutoff = (now if now is not None else time.time()) - days * 86400
+    keep = _plan_dir(settings, keep_run_id).name if keep_run_id else None
+    removed = []
+    for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name != keep):
+        newest = max((f.stat().st_mtime for f in run.rglob("*")), default=run.stat().st_mtime)
+        if newest < cutoff:
+            shutil.rmtree(run, ignore_errors=True)
+            removed.append(run.name)
+    return removed
+
+
 class _ShardPlanWriter:
     """The ids of one shard, streamed in sorted order into a hidden temporary Parquet file in
     the plan folder and hashed on the way; :meth:`commit` names the file after the hash

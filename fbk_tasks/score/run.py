@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fbk_tasks.schema import SENTIMENT_CLASSES
-from fbk_tasks.score.plan import ShardSpec, duckdb_connection, output_files, partition_output_files, plan_shards
+from fbk_tasks.score.plan import ShardSpec, duckdb_connection, output_files, partition_output_files, plan_shards, prune_plans
 from fbk_tasks.score.registry import ModelRef, resolve_champion, snapshot_registry
 from fbk_tasks.settings import Settings
 
@@ -657,6 +657,9 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
         summary.update(verify_outputs(settings, model, specs))
     served = int(specs[0].model.version) if specs else model_version
     snapshot_registry(settings, served_version=served)
+    pruned = prune_plans(settings, keep_run_id=specs[0].run_id if specs else None)
+    if pruned:
+        summary["plans_pruned"] = len(pruned)
     if build:
         summary["warehouse"] = str(build_warehouse(settings))
     return summary

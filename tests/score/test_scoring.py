@@ -372,3 +372,28 @@ def test_a_broken_model_fails_the_shard_instead_of_rejecting_every_review(settin
     assert not list(s.scores_dir.glob("_rejected/ds=2026-07-03/*.parquet"))
     (again,) = plan_shards(s, "2026-07-03", ref, run_id="r2", scored_at=AT)
     assert again.n_planned == 6  # nothing was marked done: the retry scores them
+
+
+def test_finished_run_prunes_plans_older_than_the_retention(lake):
+    import os
+    import time
+
+    from fbk_tasks.score.plan import prune_plans
+
+    s = lake["settings"]
+    root = s.state_dir / "score_plans"
+    old, recent = root / "old-run" / "ds=2026-01-01", root / "recent-run" / "ds=2026-03-01"
+    for d in (old, recent):
+        d.mkdir(parents=True)
+        (d / "shard-0-of-2-abc.parquet").write_bytes(b"x")
+    month_ago = time.time() - 30 * 86400
+    for p in (old / "shard-0-of-2-abc.parquet", old, old.parent):
+        os.utime(p, (month_ago, month_ago))
+    summary = run_scoring(s, run_id="night-1", scored_at=AT)
+    assert summary["plans_pruned"] == 1
+    assert not (root / "old-run").exists() and (root / "recent-run").exists() and (root / "night-1").is_dir()
+    # the run's own plan is kept however old; None keeps everything
+    assert prune_plans(s, keep_run_id="night-1", now=time.time() + 365 * 86400) == ["recent-run"]
+    assert (root / "night-1").is_dir()
+    s.score.plan_retention_days = None
+    assert prune_plans(s, now=time.time() + 365 * 86400) == [] and (root / "night-1").is_dir()
