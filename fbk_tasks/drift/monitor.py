@@ -145,10 +145,12 @@ def score_versions(settings: Settings, ds: str) -> dict[int, int]:
     """Score rows per model version in the night's score files (only that column is read)."""
     import pyarrow.parquet as pq
 
+    import pyarrow.compute as pc
+
     counts: dict[int, int] = {}
     for f in sorted((settings.scores_dir / f"ds={ds}").glob("*.parquet")):
-        for v in pq.read_table(f, columns=["model_version"]).column(0).to_pylist():
-            counts[int(v)] = counts.get(int(v), 0) + 1
+        for item in pc.value_counts(pq.read_table(f, columns=["model_version"]).column(0)).to_pylist():
+            counts[int(item["values"])] = counts.get(int(item["values"]), 0) + int(item["counts"])
     return counts
 
 
@@ -256,8 +258,10 @@ def record_retrain_request(settings: Settings, ds: str, decision: Decision, mode
         entries = read_retrain_requests(settings)
         kept = next((e.get("outcome") for e in entries if e.get("ds") == ds), None)
         entries = [e for e in entries if e.get("ds") != ds]
-        entry = {"ds": ds, "model_version": model_version, "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                 "reasons": decision.reasons, "run_id": run_id}
+        # ``asof``: the night clock when it was made (the latest scored night; a late night's
+        # request starts the cooldown then, not at its own, older date)
+        entry = {"ds": ds, "asof": max(ds, _latest_scored(settings) or ds), "model_version": model_version,
+                 "requested_at": _dt.datetime.now(_dt.timezone.utc).isoformat(), "reasons": decision.reasons, "run_id": run_id}
         if kept:
             entry["outcome"] = kept
         entries.append(entry)
@@ -388,12 +392,22 @@ def latest_request(settings: Settings, ds: str) -> dict[str, Any] | None:
     return earlier[-1] if earlier else None
 
 
-def last_retrain(settings: Settings, ds: str, version_tags: dict[str, str] | None = None) -> str | None:
-    """Latest date on or before ``ds`` of a retrain: a request recorded for an *earlier* night,
-    or the scoring version's promotion (``fbk.gate.at`` tag)."""
-    dates = [e["ds"] for e in read_retrain_requests(settings) if e.get("ds") and e["ds"] < ds]
+def _request_clock(entry: dict[str, Any]) -> str:
+    """The night-clock date a request was made at: the latest scored night then (``asof``;
+    requests recorded before it was kept: their own night)."""
+    return max(entry["ds"], entry.get("asof") or entry["ds"])
+
+
+def last_retrain(settings: Settings, ds: str, version_tags: dict[str, str] | None = None, asof: str | None = None) -> str | None:
+    """Latest date on or before ``asof`` (default ``ds``) of a retrain: a request recorded for
+    another night, dated by :func:`_request_clock` (so a late night's request cools down the
+    nights after the one that was latest when it asked), or the scoring version's promotion
+    (``fbk.gate.at`` tag). A night's own request does not cool it down (a re-check is idempotent)."""
+    asof = max(ds, asof or ds)
+    dates = [_request_clock(e) for e in read_retrain_requests(settings)
+             if e.get("ds") and e["ds"] != ds and _request_clock(e) <= asof]
     gate_at = (version_tags or {}).get("fbk.gate.at")
-    if gate_at and gate_at[:10] <= ds:
+    if gate_at and gate_at[:10] <= asof:
         dates.append(gate_at[:10])
     return max(dates) if dates else None
 
@@ -489,7 +503,7 @@ def _decide(settings: Settings, meas: NightMeasurement, requests: list[dict[str,
     own = any(e.get("ds") == meas.ds for e in requests)
     later = later or later_request(requests, meas.ds)
     asof = meas.ds if own or not latest else max(meas.ds, latest)
-    last = last_retrain(settings, asof, meas.info.get("version_tags"))
+    last = last_retrain(settings, meas.ds, meas.info.get("version_tags"), asof)
     return decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds, last, later, asof)
 
 
@@ -552,19 +566,21 @@ def record_no_reference(settings: Settings, ds: str, model_version: int, reason:
     return write_text(json.dumps(note, sort_keys=True), no_reference_path(settings, ds))
 
 
-def _check_records(settings: Settings, ds: str) -> list[tuple[int, bool]]:
-    """(model_version, decided to retrain) of what the monitor wrote for the night: its drift
-    metrics' decision row and/or its no-reference note. A record that cannot be read counts as none."""
+def _check_records(settings: Settings, ds: str) -> list[tuple[int, str]]:
+    """(model_version, decision status) of what the monitor wrote for the night: its drift
+    metrics' decision row and/or its no-reference note (status ``no_reference``). A record that
+    cannot be read counts as none."""
     import pyarrow.parquet as pq
 
-    records: list[tuple[int, bool]] = []
+    records: list[tuple[int, str]] = []
     mpath, npath = metrics_path(settings, ds), no_reference_path(settings, ds)
     try:
         if mpath.exists():
-            t = pq.read_table(mpath, columns=["signal", "model_version", "fired"]).to_pydict()
-            records += [(int(v), bool(f)) for sig, v, f in zip(t["signal"], t["model_version"], t["fired"]) if sig == "decision"]
+            t = pq.read_table(mpath, columns=["signal", "model_version", "detail"]).to_pydict()
+            records += [(int(v), str(json.loads(d)["status"])) for sig, v, d in zip(t["signal"], t["model_version"], t["detail"])
+                        if sig == "decision"]
         if npath.exists():
-            records.append((int(json.loads(npath.read_text())["model_version"]), False))
+            records.append((int(json.loads(npath.read_text())["model_version"]), "no_reference"))
     except Exception as exc:  # a damaged file: check the night again (it is rewritten)
         log.warning("drift record of %s unreadable (%s): the night is checked again", ds, exc)
         return []
@@ -582,7 +598,9 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
       older nights are not measured again when a later champion re-scores them (scoring covers
       every partition, and that champion was normally trained on them);
     * metrics whose decision is a retrain, but with no request recorded for the night (emit did
-      not happen: ``fbk drift`` only prints, or the run failed before emitting), do not count.
+      not happen: ``fbk drift`` only prints, or the run failed before emitting), do not count;
+      nor does a ``superseded`` decision while no later night has a recorded request (the
+      request that superseded it was never made), so that drift is decided again.
 
     Newest first, so the latest night is always included when unchecked and a backlog larger
     than ``limit`` is worked off, newest to oldest, over the next runs. A night without a
@@ -591,13 +609,21 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
         raise ValueError(f"limit must be >= 1, got {limit}")
     nights = scored_nights(settings, upto)
     requested = {e["ds"] for e in read_retrain_requests(settings) if e.get("ds")}
+
+    def settled(ds: str, status: str) -> bool:
+        if status == "retrain":
+            return ds in requested
+        if status == "superseded":
+            return any(r > ds for r in requested)
+        return True
+
     out: list[str] = []
     for ds in reversed(nights):
         records = _check_records(settings, ds)
         if records and ds == nights[-1]:
             current = scoring_version(score_versions(settings, ds))
             records = [r for r in records if r[0] == current]
-        if not any(not retrain or ds in requested for _, retrain in records):
+        if not any(settled(ds, status) for _, status in records):
             out.append(ds)
             if len(out) == limit:
                 break
@@ -607,9 +633,13 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
 def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None) -> dict[str, Any]:
     """Measure each night, oldest first, and save its measurement (``measurement_path``). Returns (JSON-able)
     ``{"measured": [measurement files], "skipped": {ds: why}, "failed": {ds: why}}``: a night
-    without a reference is skipped (and noted), another :class:`DriftInputError` is a failure of
-    that night only; anything else (registry down, ...) is raised."""
+    without a reference is skipped (and noted); any other error is a failure of that night only
+    (one broken night, e.g. an old version whose artifacts are gone, must not hide the others),
+    except when no night could be measured or skipped and an error other than
+    :class:`DriftInputError` occurred (registry down, ...): the first such error is raised, so
+    the task's retries apply."""
     out: dict[str, Any] = {"measured": [], "skipped": {}, "failed": {}}
+    unexpected: list[BaseException] = []
     for ds in sorted(nights):  # oldest first, as nightly runs would: a new version's cache is built for its oldest night
         try:
             meas = measure_night(settings, ds, use_encoder)
@@ -623,7 +653,14 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
             log.error("drift %s cannot be measured: %s", ds, exc)
             out["failed"][ds] = str(exc)
             continue
+        except Exception as exc:  # noqa: BLE001 - recorded per night, re-raised below when nothing worked
+            log.exception("drift %s failed", ds)
+            out["failed"][ds] = f"{type(exc).__name__}: {exc}"
+            unexpected.append(exc)
+            continue
         out["measured"].append(str(meas.save(measurement_path(settings, ds))))
+    if unexpected and not out["measured"] and not out["skipped"]:
+        raise unexpected[0]
     return out
 
 

@@ -135,7 +135,8 @@ def test_dag_test_requests_retrain_then_cools_down(airflow_db, drift_lake):
     assert run2.state == "success" and states2["emit_retrain"] == "skipped", states2
     m2 = pd.read_parquet(metrics_path(s, "2026-03-03"))
     d2 = json.loads(m2.loc[m2["signal"] == "decision", "detail"].iloc[0])
-    assert d2["status"] == "cooldown" and d2["last_retrain"] == "2026-03-02" and d2["fired_signals"]
+    # the request for 03-02 was made when 03-03 was already scored: its cooldown counts from 03-03
+    assert d2["status"] == "cooldown" and d2["last_retrain"] == "2026-03-03" and d2["fired_signals"]
     assert len(_asset_events("retrain_requested")) == before + 1
 
 

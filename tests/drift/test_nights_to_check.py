@@ -143,3 +143,49 @@ def test_a_late_night_is_cooled_down_by_a_recent_retrain(settings):
     late.info["version_tags"] = {"fbk.gate.at": "2026-03-07T05:00:00+00:00"}  # the scoring version was promoted on 03-07
     (s,) = decide_nights(settings, [late])
     assert s["decision"]["status"] == "cooldown" and s["decision"]["last_retrain"] == "2026-03-07"
+
+
+def test_a_late_nights_request_cools_down_the_nights_after_the_latest(settings):
+    """The request of a backfilled night is dated by the night clock when it was made (the latest
+    scored night), so the next drifted night cannot ask again the day after."""
+    for ds in ("2026-01-01", "2026-06-10"):
+        _score(settings, ds, 1)
+    (late,) = decide_nights(settings, [_measurement(settings, "2026-01-01", drifted=True)])
+    assert late["decision"]["status"] == "retrain"
+    record_retrain_request(settings, "2026-01-01", decide(_measurement(settings, "2026-01-01", drifted=True).signal_results(),
+                                                          settings.drift, 400, "2026-01-01"), 1, "run-1")
+    assert read_retrain_requests(settings)[0]["asof"] == "2026-06-10"
+    _score(settings, "2026-06-11", 1)
+    (nxt,) = decide_nights(settings, [_measurement(settings, "2026-06-11", drifted=True)])
+    assert nxt["decision"]["status"] == "cooldown" and nxt["decision"]["last_retrain"] == "2026-06-10"
+
+
+def test_a_superseded_night_stays_due_until_the_request_that_superseded_it_is_made(settings):
+    for ds in ("2026-03-02", "2026-03-03", "2026-03-04"):
+        _score(settings, ds, 1)
+        _checked(settings, ds)
+    summaries = decide_nights(settings, [_measurement(settings, "2026-03-02", drifted=True),
+                                         _measurement(settings, "2026-03-04", drifted=True)])
+    assert _statuses(summaries) == {"2026-03-02": "superseded", "2026-03-04": "retrain"}
+    # emit_retrain never recorded the 03-04 request (it failed, or this was `fbk drift`): both stay due
+    assert nights_to_check(settings, "2026-03-04", 7) == ["2026-03-04", "2026-03-02"]
+    record_retrain_request(settings, "2026-03-04", decide(_measurement(settings, "2026-03-04", drifted=True).signal_results(),
+                                                          settings.drift, 400, "2026-03-04"), 1, "run-1")
+    assert nights_to_check(settings, "2026-03-04", 7) == []
+
+
+def test_one_broken_night_does_not_hide_the_others(settings, monkeypatch):
+    import fbk_tasks.drift.monitor as monitor
+
+    def fake(settings_, ds, use_encoder=None):
+        if ds == "2026-03-02":
+            raise RuntimeError("artifacts of v0 are gone")
+        return _measurement(settings_, ds)
+
+    monkeypatch.setattr(monitor, "measure_night", fake)
+    done = monitor.measure_nights(settings, ["2026-03-03", "2026-03-02", "2026-03-01"])
+    assert len(done["measured"]) == 2 and list(done["failed"]) == ["2026-03-02"]
+    assert "RuntimeError: artifacts of v0 are gone" in done["failed"]["2026-03-02"]
+    # nothing could be measured and the error is not about the inputs (registry down): raised, so retries apply
+    with pytest.raises(RuntimeError):
+        monitor.measure_nights(settings, ["2026-03-02"])
