@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from fbk_tasks.schema import CURATED_SCHEMA
 
@@ -36,20 +37,22 @@ def _order(prefix: str, seed: int, ds: str, i: int) -> int:
 
 
 def make_reviews(n: int, ds: str = "2026-11-01", seed: int = 0, zh_share: float = 0.3,
-                 classes: tuple[str, ...] = ("negative", "neutral", "positive"), prefix: str = "r") -> pa.Table:
-    """``n`` templated reviews in CURATED_SCHEMA, classes balanced, ``zh_share`` Chinese. Each
-    text ends with its own order number, so no two reviews share a text (as after ingestion's
-    near-duplicate check; training keeps golden texts out by text as well as by id)."""
+                 classes: tuple[str, ...] = ("negative", "neutral", "positive"), prefix: str = "r",
+                 unique: bool = True) -> pa.Table:
+    """``n`` templated reviews in CURATED_SCHEMA, classes balanced, ``zh_share`` Chinese. With
+    ``unique`` each text ends with its own order number, so no two reviews share a text (as after
+    ingestion's near-duplicate check; training keeps golden texts out by text as well as by id);
+    without it, the bare templates (for tests of what a model learns from them)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         label = classes[i % len(classes)]
         prod = list(PRODUCTS)[rng.integers(len(PRODUCTS))]
         if rng.random() < zh_share:
-            lang, text = "zh", ZH[label][rng.integers(len(ZH[label]))].format(p=ZH_PRODUCTS[prod]) + f" 订单{_order(prefix, seed, ds, i)}"
+            lang, text = "zh", ZH[label][rng.integers(len(ZH[label]))].format(p=ZH_PRODUCTS[prod]) + (f" 订单{_order(prefix, seed, ds, i)}" if unique else "")
         else:
             lang = "en"
-            text = EN[label][rng.integers(len(EN[label]))].format(p=prod) + FILLER[rng.integers(len(FILLER))] + f" #{_order(prefix, seed, ds, i)}"
+            text = EN[label][rng.integers(len(EN[label]))].format(p=prod) + FILLER[rng.integers(len(FILLER))] + (f" #{_order(prefix, seed, ds, i)}" if unique else "")
         rows.append({
             "review_id": f"{prefix}{seed}-{ds}-{i:05d}", "product_id": prod, "product_name": prod,
             "product_category": PRODUCTS[prod], "rating": {"negative": 1, "neutral": 3, "positive": 5}[label],
@@ -76,9 +79,10 @@ def tiny_base_model(tmp_path_factory) -> Path:
     from fbk_tasks.train.pretrain import small_bert_config, train_wordpiece
 
     out = tmp_path_factory.mktemp("tiny-bert")
-    texts = [r["text"] for r in make_reviews(600, seed=99, zh_share=0.5).to_pylist()]
+    texts = [r["text"] for r in make_reviews(600, seed=99, zh_share=0.5, unique=False).to_pylist()]
     tok = train_wordpiece(texts, vocab_size=400, out_dir=out)
     cfg = small_bert_config(len(tok), hidden=32, layers=2, heads=2, max_length=64, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)  # the same random init in every session: learning tests do not depend on luck
     model = BertModel(cfg)
     model.save_pretrained(out)
     return out

@@ -135,7 +135,7 @@ def _fine_tune(train_env, monkeypatch, **env):
     for k, v in env.items():
         monkeypatch.setenv(f"FBK_TRAIN__{k.upper()}", v)
     s = train_env()
-    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()
+    rows = make_reviews(240, seed=3, zh_share=0.0, unique=False).to_pylist()
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     return s, fine_tune(texts[:200], labels[:200], texts[200:], labels[200:], ["negative", "neutral", "positive"], s)
 
@@ -170,7 +170,7 @@ def test_row_weights_let_a_fine_tune_ignore_rows_it_should_not_trust(train_env, 
     monkeypatch.setenv("FBK_TRAIN__FREEZE_WORD_EMBEDDINGS", "false")
     s = train_env()
     classes = ["negative", "neutral", "positive"]
-    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()
+    rows = make_reviews(240, seed=3, zh_share=0.0, unique=False).to_pylist()
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     wrong = [classes[(classes.index(lab) + 1) % 3] for lab in labels[:200]]
     train_texts, train_labels = texts[:200] * 3, labels[:200] + wrong + wrong
@@ -246,7 +246,7 @@ def test_fine_tune_folds_the_tuned_offsets_into_the_classifier_bias(train_env, m
     assert res.class_bias is not None and len(res.class_bias) == 3 and res.class_bias[0] == 0.0
     assert res.best_dev_macro_f1 >= res.dev_macro_f1_before_bias
     # the saved classifier bias carries the offsets: removing them gives the untuned model back
-    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()[200:]
+    rows = make_reviews(240, seed=3, zh_share=0.0, unique=False).to_pylist()[200:]
     texts = [r["text"] for r in rows]
     tuned = predict_proba(res.model, res.tokenizer, texts, 16, s.train.max_length)
     with torch.no_grad():
@@ -305,7 +305,7 @@ def test_fine_tune_with_ema_serves_the_averaged_weights_and_decays_lower_layers(
     # one epoch: the model returned holds the moving average, not the last step's weights
     assert all(torch.equal(p.detach(), sh) for p, sh in zip(captured["params"], captured["shadow"]))
     # and its dev macro-F1 is the one recorded
-    rows = make_reviews(240, seed=3, zh_share=0.0).to_pylist()[200:]
+    rows = make_reviews(240, seed=3, zh_share=0.0, unique=False).to_pylist()[200:]
     proba = tr.predict_proba(res.model, res.tokenizer, [r["text"] for r in rows], 16, s.train.max_length)
     classes = ["negative", "neutral", "positive"]
     f1 = f1_score([r["label"] for r in rows], [classes[i] for i in proba.argmax(1)], labels=classes,
