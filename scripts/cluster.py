@@ -15,7 +15,9 @@ What it starts (each as a child process in its own process group, logs in a temp
 DAG runs are triggered through the REST API v2 (``/api/v2``) with a JWT from the simple auth
 manager's ``POST /auth/token``. Scheduling by cron and by asset events is switched off
 (``[scheduler] use_job_schedule = False``) so only the runs this script triggers exist; the
-chain ingest -> train -> score is driven explicitly.
+chain ingest -> train -> score is driven explicitly. ``extra_env`` can switch it on
+(``AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=True``), as the asset-scheduling test does: every DAG
+is paused at creation, so only the DAGs a caller unpauses get cron or asset-triggered runs.
 
 Teardown (always, in ``finally``): SIGTERM to every process group, wait, SIGKILL stragglers
 (including any process that carries this cluster's marker variable), drop both databases,

@@ -196,6 +196,66 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
     print(f"distributed part {distributed_s:.0f}s, total {time.time() - t0:.0f}s")
 
 
+def test_review_scores_event_schedules_the_monitor_on_the_real_scheduler(services_up, tmp_path_factory, monkeypatch):
+    """Data-aware scheduling by the real scheduler (cron and asset scheduling on, unlike the chain
+    above): a scoring run on a Celery worker emits Asset('review_scores') through the Task
+    Execution API, and the scheduler itself creates an asset-triggered feedback_monitor run,
+    which checks the scored nights. Ingestion and training are not under test here: the lake is
+    written directly and a keyword champion is registered on the cluster's MLflow server."""
+    workdir = tmp_path_factory.mktemp("cluster-assets")
+    small = {"FBK_DRIFT__REFERENCE_MAX_ROWS": "200", "FBK_DRIFT__DOMAIN_MAX_ROWS": "80", "FBK_DRIFT__MIN_BATCH_ROWS": "100",
+             "FBK_DRIFT__MIN_CATEGORY_ROWS": "60", "FBK_DRIFT__DOMAIN_CV_FOLDS": "3", "FBK_DRIFT__USE_ENCODER": "false"}
+    extra = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True", **small}
+    cluster = cluster_mod.Cluster(workdir, dags=("feedback_score", "feedback_monitor"), extra_env=extra, default_workers=1)
+    try:
+        cluster.start()
+        for k, v in cluster._frozen_env().items():
+            if k.startswith("FBK_"):
+                monkeypatch.setenv(k, v)
+        from fbk_tasks.demo.generator import DriftSpec
+        from fbk_tasks.drift.testing import generated_frame, write_curated_frame
+        from fbk_tasks.score.testing import register_keyword_model
+        from fbk_tasks.settings import load_settings
+
+        s = load_settings()
+        write_curated_frame(s, generated_frame(300, seed=1, ds="2026-03-01"), "2026-03-01")
+        write_curated_frame(s, generated_frame(200, seed=10, ds="2026-03-02", drift=DriftSpec(new_category=True)), "2026-03-02")
+        version = register_keyword_model(s)
+
+        cluster.api("PATCH", "/dags/feedback_monitor", {"is_paused": False})  # nothing runs it but the asset event
+        assert cluster.api("GET", "/dags/feedback_monitor/dagRuns")["dag_runs"] == []
+        score_run = cluster.trigger("feedback_score", "2026-03-02T03:00:00Z")
+        cluster.wait_run("feedback_score", score_run, timeout=300)
+
+        deadline, monitor = time.time() + 240, None
+        while monitor is None and time.time() < deadline:
+            runs = cluster.api("GET", "/dags/feedback_monitor/dagRuns")["dag_runs"]
+            monitor = next((r for r in runs if r["run_type"] == "asset_triggered"), None)
+            time.sleep(3)
+        assert monitor is not None, f"no asset-triggered feedback_monitor run within 240 s; runs: {runs}"
+        done = cluster.wait_run("feedback_monitor", monitor["dag_run_id"], timeout=300)
+        states = cluster.task_states("feedback_monitor", monitor["dag_run_id"])
+        events = cluster.api("GET", f"/dags/feedback_monitor/dagRuns/{monitor['dag_run_id']}/upstreamAssetEvents")["asset_events"]
+        assert events and {e["source_dag_id"] for e in events} == {"feedback_score"}, events
+        # unpaused, feedback_score also got its nightly cron run from the scheduler (catchup off: the latest 03:00)
+        score_runs = cluster.api("GET", "/dags/feedback_score/dagRuns")["dag_runs"]
+        cron = [r for r in score_runs if r["run_type"] == "scheduled"]
+        assert len(cron) == 1 and cron[0]["logical_date"].endswith("03:00:00Z"), score_runs
+        cluster.wait_run("feedback_score", cron[0]["dag_run_id"], timeout=300)
+        assert {e["source_run_id"] for e in events} <= {r["dag_run_id"] for r in score_runs}, events
+        assert all(e["extra"].get("model_version") == version for e in events), events
+        # it checked the scored nights: 03-02 against 03-01 (the new category fires), 03-01 has no reference
+        from fbk_tasks.drift.monitor import metrics_path, no_reference_path
+
+        assert done["state"] == "success" and states["compute_signals"].startswith("success on"), states
+        assert metrics_path(s, "2026-03-02").exists() and no_reference_path(s, "2026-03-01").exists()
+        assert states["emit_retrain"].startswith("success on"), states  # Asset('retrain_requested'); feedback_train is paused here
+    finally:
+        problems = cluster.stop()
+    assert not problems, problems
+    assert not cluster_mod._processes_with_marker(cluster.id), "processes left behind"
+
+
 def test_teardown_leaves_nothing_when_start_fails(services_up, tmp_path, monkeypatch):
     """A start that fails half-way (here: migrate against a bad database URL) still drops the
     databases, flushes Redis and leaves no process behind."""
