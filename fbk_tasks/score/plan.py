@@ -83,12 +83,14 @@ def group_specs(specs: list[ShardSpec], max_groups: int) -> list[list[ShardSpec]
         raise ValueError("max_groups must be >= 1")
     if len(specs) <= max_groups:
         return [[s] for s in specs]
+    import heapq
+
     groups: list[list[ShardSpec]] = [[] for _ in range(max_groups)]
-    load = [0] * max_groups
+    lightest = [(0, k) for k in range(max_groups)]  # (planned reviews so far, group): a heap
     for spec in sorted(specs, key=lambda s: (-s.n_planned, s.ds, s.shard)):
-        k = min(range(max_groups), key=lambda i: (load[i], i))
+        load, k = heapq.heappop(lightest)
         groups[k].append(spec)
-        load[k] += spec.n_planned
+        heapq.heappush(lightest, (load + spec.n_planned, k))
     return groups
 
 
