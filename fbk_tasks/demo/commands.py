@@ -39,6 +39,32 @@ def prepare_airflow(settings: Settings) -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ.copy(), capture_output=True)
 
 
+DEMO_MARKER = ".fbk-demo"
+
+
+def reset_demo_root(settings: Settings) -> bool:
+    """Give the demo an empty data root; returns whether a previous demo's data was removed.
+
+    The demo's nights are fixed dates with fixed review ids, so a second run over the first
+    one's data would find every review already curated (ingestion quarantines them as
+    duplicates, and the batch gate fails the night). A root the demo wrote (it carries the
+    ``.fbk-demo`` marker) is removed; a root holding anything else is refused, never deleted."""
+    import shutil
+
+    root = settings.data_dir
+    removed = False
+    if root.exists() and any(root.iterdir()):
+        if not (root / DEMO_MARKER).exists():
+            raise SystemExit(f"the data root {root} holds data the demo did not write; point FBK_DATA_DIR at an "
+                             "empty folder (or remove it, e.g. `make clean` for ./data) to run the demo")
+        _say(f"removing the previous demo's data under {root}")
+        shutil.rmtree(root)
+        removed = True
+    root.mkdir(parents=True, exist_ok=True)
+    (root / DEMO_MARKER).write_text("written by `fbk demo`; the next demo run removes this folder\n")
+    return removed
+
+
 def _say(msg: str) -> None:
     print(f"[demo {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -69,6 +95,7 @@ def run_demo(nights: int, rows: int, start: str) -> None:
     for key, value in DEMO_ENV.items():
         os.environ.setdefault(key, value)
     settings = load_settings()
+    reset_demo_root(settings)
     prepare_airflow(settings)
     from airflow.dag_processing.dagbag import DagBag
 
