@@ -53,9 +53,10 @@ def _nights(context) -> list[str]:
 
     settings = load_settings()
     upto = logical_ds(context)
-    if not scored_nights(settings, upto):
+    nights = nights_to_check(settings, upto, settings.drift.max_nights_per_run)
+    if not nights and not scored_nights(settings, upto):
         raise ValueError(f"no scored partition on or before {upto} under {settings.scores_dir}")
-    return nights_to_check(settings, upto, settings.drift.max_nights_per_run)
+    return nights
 
 
 @dag(

@@ -51,7 +51,9 @@ class NoReference(DriftInputError):
     """Nothing to compare the night with yet (e.g. the model was trained on this very night).
     ``model_version``: the version that scored the night, when known."""
 
-    model_version: int | None = None
+    def __init__(self, message: str, model_version: int | None = None):
+        super().__init__(message)
+        self.model_version = model_version
 
 
 @dataclass
@@ -143,9 +145,8 @@ def scoring_version(counts: dict[int, int]) -> int:
 
 def score_versions(settings: Settings, ds: str) -> dict[int, int]:
     """Score rows per model version in the night's score files (only that column is read)."""
-    import pyarrow.parquet as pq
-
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     counts: dict[int, int] = {}
     for f in sorted((settings.scores_dir / f"ds={ds}").glob("*.parquet")):
@@ -426,8 +427,7 @@ def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) 
     try:
         parts, source = reference_partitions(settings, ds, lineage)
     except NoReference as exc:
-        exc.model_version = version
-        raise
+        raise NoReference(str(exc), version) from None
     ref, emb = load_reference(settings, name, version, parts, use_encoder)
     # The cache is the version's, built for its first monitored night: when that was a later
     # night (a late or backfilled night is checked after it), it may hold this night's reviews.
@@ -438,9 +438,7 @@ def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) 
         log.info("drift %s: %d of the %d cached reference reviews are this night's: left out", ds, int(own.sum()), len(ref))
         ref, emb = ref[~own].reset_index(drop=True), (emb[~own] if emb is not None else None)
         if ref.empty:
-            exc = NoReference(f"no reference: the cached reference of v{version} holds only night {ds}")
-            exc.model_version = version
-            raise exc
+            raise NoReference(f"no reference: the cached reference of v{version} holds only night {ds}", version)
     m = compute_signals(ref, night, settings.drift, reference_embeddings=emb, use_encoder=use_encoder)
     m.info["version_tags"] = {k: v for k, v in tags.items() if k.startswith("fbk.gate.")}
     m.info["reference_rows_of_this_night_left_out"] = int(own.sum())
@@ -499,9 +497,9 @@ def _decide(settings: Settings, meas: NightMeasurement, requests: list[dict[str,
     """The policy for one night. A night checked late (a newer night is scored) and without a
     request of its own is superseded by a request recorded for a later night, and its cooldown is
     counted to the latest scored night; a night that asked before is decided as on its own date
-    (a re-run stays idempotent)."""
+    (a re-run stays idempotent), never superseded."""
     own = any(e.get("ds") == meas.ds for e in requests)
-    later = later or later_request(requests, meas.ds)
+    later = None if own else (later or later_request(requests, meas.ds))
     asof = meas.ds if own or not latest else max(meas.ds, latest)
     last = last_retrain(settings, meas.ds, meas.info.get("version_tags"), asof)
     return decide(meas.signal_results(), settings.drift, meas.n_rows, meas.ds, last, later, asof)
@@ -523,16 +521,15 @@ def decide_nights(settings: Settings, measurements: list[NightMeasurement]) -> l
 
     Each night is decided as :func:`decide_night` does (against the recorded requests), then, when
     more than one night would request a retrain, only the newest keeps that decision: the older
-    ones are ``superseded`` by it (unless they already have a recorded request of their own), so
-    a run asks for one retrain at most. Metrics and reports are written with the final decisions."""
+    ones are ``superseded`` by it (unless they already have a recorded request of their own, see
+    :func:`_decide`), so a run asks for one retrain at most. Metrics and reports are written with
+    the final decisions."""
     ordered = sorted(measurements, key=lambda m: m.ds)
     requests, latest = read_retrain_requests(settings), _latest_scored(settings)
-    own = {e["ds"] for e in requests if e.get("ds")}
     decisions = [_decide(settings, m, requests, latest) for m in ordered]
     wanting = [i for i, d in enumerate(decisions) if d.retrain]
     for i in wanting[:-1]:
-        if ordered[i].ds not in own:
-            decisions[i] = _decide(settings, ordered[i], requests, latest, later=ordered[wanting[-1]].ds)
+        decisions[i] = _decide(settings, ordered[i], requests, latest, later=ordered[wanting[-1]].ds)
     return [summary(m, d, *_write_night(settings, m, d)) for m, d in zip(ordered, decisions)]
 
 

@@ -304,8 +304,8 @@ def _history(settings: Settings, ds: str) -> History:
     window_end = (day + timedelta(days=settings.ingest.dedup_window_days)).isoformat()
     for part in sorted(root.glob("ds=*")):
         pds = part.name[3:]
-        files = sorted(part.glob("*.parquet"))
-        if pds != ds and files and window_start <= pds <= window_end:
+        files = sorted(part.glob("*.parquet")) if pds != ds and window_start <= pds <= window_end else []
+        if files:
             t = pads.dataset(files, format="parquet").to_table(columns=["product_id", "product_name", "product_category", "source", "text"])
             f = t.to_pandas()
             product = f["product_id"].fillna(f["product_name"]).fillna(f["product_category"]).fillna(f["source"])

@@ -733,13 +733,7 @@ def run_scoring(
     """The whole run without Airflow (what `fbk score` does): resolve, plan, score, finalize."""
     model_ref = resolve_champion(settings)
     specs = plan_shards(settings, ds, model_ref, run_id=run_id, scored_at=scored_at, rescore=rescore)
-    model, backend = None, None
-    if specs:
-        import mlflow.pyfunc
-
-        model = mlflow.pyfunc.load_model(model_ref.uri)
-        backend = prepare_model(model, settings)
-    results = [score_shard(settings, spec, model=model, backend=backend) for spec in specs]
+    results = score_shards(settings, specs)
     summary = finalize_run(settings, specs, results, build=build, model_version=int(model_ref.version))
     summary.setdefault("model_name", model_ref.name)
     summary.setdefault("model_version", model_ref.version)

@@ -313,16 +313,18 @@ def outside_golden(frame: pd.DataFrame, golden: GoldenSet) -> tuple[pd.DataFrame
     scored on the golden set. Returns the rows and how many were kept out for their text."""
     from fbk_tasks.text.clean import normalize_for_dedup
 
-    gold = pd.read_parquet(golden.path, columns=["review_id", "text"])
+
     def norm(texts: pd.Series) -> pd.Series:
         return pd.Series(normalize_for_dedup(pa.array(texts, pa.string(), from_pandas=True)).to_pylist(), dtype=object)
 
+    gold = pd.read_parquet(golden.path, columns=["review_id", "text"])
     gold_texts = set(norm(gold["text"])) - {"", None}
     by_id = frame["review_id"].isin(set(gold["review_id"])).to_numpy()
     by_text = norm(frame["text"]).isin(gold_texts).to_numpy()
-    if (by_text & ~by_id).any():
-        log.info("%d row(s) kept out of training: same text as a golden row under another review_id", int((by_text & ~by_id).sum()))
-    return frame[~(by_id | by_text)].reset_index(drop=True), int((by_text & ~by_id).sum())
+    overlap = int((by_text & ~by_id).sum())
+    if overlap:
+        log.info("%d row(s) kept out of training: same text as a golden row under another review_id", overlap)
+    return frame[~(by_id | by_text)].reset_index(drop=True), overlap
 
 
 def prepare_training_data(

@@ -101,7 +101,7 @@ def test_grouped_shards_score_as_separate_tasks_would(lake, monkeypatch):
     assert [r.scored for r in score_shards(s, group)] == [r.scored for r in results] and len(loads) == 1
     assert (_rows(s.scores_dir), _rows(s.scores_dir, rejected=True)) == grouped
 
-    shutil.rmtree(s.scores_dir)  # the same run again, one task per shard
+    shutil.rmtree(s.scores_dir)  # the same run again, through `fbk score`
     assert run_scoring(s, run_id="night-1", scored_at=AT)["scored"] == summary["scored"]
     assert (_rows(s.scores_dir), _rows(s.scores_dir, rejected=True)) == grouped
     assert score_shards(s, []) == []
