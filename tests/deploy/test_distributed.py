@@ -196,60 +196,104 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
     print(f"distributed part {distributed_s:.0f}s, total {time.time() - t0:.0f}s")
 
 
-def test_review_scores_event_schedules_the_monitor_on_the_real_scheduler(services_up, tmp_path_factory, monkeypatch):
+def _wait_for_run(cluster, dag_id: str, run_type: str, timeout: float, seen: set[str] = frozenset()) -> dict:
+    """The first run of ``dag_id`` of ``run_type`` (``scheduled``, ``asset_triggered``) not in ``seen``,
+    created by the scheduler itself within ``timeout`` seconds."""
+    deadline, runs = time.time() + timeout, []
+    while time.time() < deadline:
+        runs = cluster.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
+        hit = next((r for r in runs if r["run_type"] == run_type and r["dag_run_id"] not in seen), None)
+        if hit is not None:
+            return hit
+        time.sleep(3)
+    raise AssertionError(f"no {run_type} {dag_id} run within {timeout:.0f} s; runs: {runs}")
+
+
+def _triggered_by(cluster, dag_id: str, run_id: str, source_dag: str, source_run: str) -> dict:
+    """The asset event of ``source_run`` among the run's upstream events, which all come from
+    ``source_dag`` (Airflow lists every event of the asset since the DAG's previous run, so an
+    event emitted while the DAG was paused, e.g. by its upstream's cron run, is listed too)."""
+    events = cluster.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"]
+    assert {e["source_dag_id"] for e in events} == {source_dag}, events
+    mine = [e for e in events if e["source_run_id"] == source_run]
+    assert len(mine) == 1, events
+    return mine[0]
+
+
+def test_nightly_chain_follows_its_assets_on_the_real_scheduler(services_up, tmp_path_factory, monkeypatch):
     """Data-aware scheduling by the real scheduler (cron and asset scheduling on, unlike the chain
-    above): a scoring run on a Celery worker emits Asset('review_scores') through the Task
-    Execution API, and the scheduler itself creates an asset-triggered feedback_monitor run,
-    which checks the scored nights. Ingestion and training are not under test here: the lake is
-    written directly and a keyword champion is registered on the cluster's MLflow server."""
+    above), every link of the nightly chain: a manual ingestion run emits Asset('curated_reviews')
+    -> the scheduler creates a feedback_score run -> its Asset('review_scores') -> a
+    feedback_monitor run, which finds the drifted night and emits Asset('retrain_requested') ->
+    a feedback_train run, which trains on the cluster. Each DAG is unpaused first and its own
+    cron run (catchup off: the latest past slot) is let finish, so that the asset-triggered runs
+    are the only other runs: the reference night 03-01 is written to the lake directly and a
+    keyword champion registered; the weekly training run may promote a tiny model over it; the
+    nightly scoring run scores 03-01; then 03-02 (a new product category on 60% of rows) lands."""
+    from fbk_tasks.demo.generator import DriftSpec, generate_reviews, write_reviews
+
     workdir = tmp_path_factory.mktemp("cluster-assets")
+    texts = [str(t) for t in generate_reviews(400, seed=99, ds="2026-03-01")["text"]]
     small = {"FBK_DRIFT__REFERENCE_MAX_ROWS": "200", "FBK_DRIFT__DOMAIN_MAX_ROWS": "80", "FBK_DRIFT__MIN_BATCH_ROWS": "100",
              "FBK_DRIFT__MIN_CATEGORY_ROWS": "60", "FBK_DRIFT__DOMAIN_CV_FOLDS": "3", "FBK_DRIFT__USE_ENCODER": "false"}
-    extra = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True", **small}
-    cluster = cluster_mod.Cluster(workdir, dags=("feedback_score", "feedback_monitor"), extra_env=extra, default_workers=1)
+    extra = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True", **small,
+             **cluster_mod.tiny_env(cluster_mod.build_tiny_base_model(workdir / "tiny-bert", texts), gpu_queue=False)}
+    cluster = cluster_mod.Cluster(workdir, dags=("feedback_ingest", "feedback_train", "feedback_score", "feedback_monitor"),
+                                  extra_env=extra, default_workers=1)
+    t0 = time.time()
     try:
         cluster.start()
         for k, v in cluster._frozen_env().items():
             if k.startswith("FBK_"):
                 monkeypatch.setenv(k, v)
-        from fbk_tasks.demo.generator import DriftSpec
+        from fbk_tasks.drift.monitor import metrics_path, no_reference_path
         from fbk_tasks.drift.testing import generated_frame, write_curated_frame
         from fbk_tasks.score.testing import register_keyword_model
         from fbk_tasks.settings import load_settings
 
         s = load_settings()
         write_curated_frame(s, generated_frame(300, seed=1, ds="2026-03-01"), "2026-03-01")
-        write_curated_frame(s, generated_frame(200, seed=10, ds="2026-03-02", drift=DriftSpec(new_category=True)), "2026-03-02")
-        version = register_keyword_model(s)
+        register_keyword_model(s)
 
+        # 1. each DAG unpaused in chain order; its cron run (ingest: nothing landed yet) runs out
+        cron = {}
+        for dag_id in ("feedback_ingest", "feedback_train", "feedback_score"):
+            cluster.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+            run = _wait_for_run(cluster, dag_id, "scheduled", timeout=120)
+            cron[dag_id] = cluster.wait_run(dag_id, run["dag_run_id"], timeout=420)
         cluster.api("PATCH", "/dags/feedback_monitor", {"is_paused": False})  # nothing runs it but the asset event
         assert cluster.api("GET", "/dags/feedback_monitor/dagRuns")["dag_runs"] == []
-        score_run = cluster.trigger("feedback_score", "2026-03-02T03:00:00Z")
-        cluster.wait_run("feedback_score", score_run, timeout=300)
+        train_runs = {r["dag_run_id"] for r in cluster.api("GET", "/dags/feedback_train/dagRuns")["dag_runs"]}
+        print(f"cron runs done at {time.time() - t0:.0f}s: " + ", ".join(f"{d} {r['elapsed_s']}s" for d, r in cron.items()))
 
-        deadline, monitor = time.time() + 240, None
-        while monitor is None and time.time() < deadline:
-            runs = cluster.api("GET", "/dags/feedback_monitor/dagRuns")["dag_runs"]
-            monitor = next((r for r in runs if r["run_type"] == "asset_triggered"), None)
-            time.sleep(3)
-        assert monitor is not None, f"no asset-triggered feedback_monitor run within 240 s; runs: {runs}"
-        done = cluster.wait_run("feedback_monitor", monitor["dag_run_id"], timeout=300)
+        # 2. the drifted night lands and is ingested by a manual run (the daily cron's next slot is tomorrow)
+        df = generate_reviews(200, seed=10, ds="2026-03-02", drift=DriftSpec(new_category=True), id_prefix="clu")
+        write_reviews(df, cluster.data_dir / "landing" / "reviews-2026-03-02.csv", "csv")
+        ingest_run = cluster.trigger("feedback_ingest", "2026-03-02T00:00:00Z")
+        cluster.wait_run("feedback_ingest", ingest_run, timeout=300)
+
+        # 3. curated_reviews -> feedback_score, created by the scheduler
+        score = _wait_for_run(cluster, "feedback_score", "asset_triggered", timeout=240)
+        cluster.wait_run("feedback_score", score["dag_run_id"], timeout=420)
+        event = _triggered_by(cluster, "feedback_score", score["dag_run_id"], "feedback_ingest", ingest_run)
+        assert event["extra"]["ds"] == "2026-03-02" and event["extra"]["rows_curated"] > 0, event
+
+        # 4. review_scores -> feedback_monitor: it checks both scored nights
+        monitor = _wait_for_run(cluster, "feedback_monitor", "asset_triggered", timeout=240)
+        cluster.wait_run("feedback_monitor", monitor["dag_run_id"], timeout=420)
+        _triggered_by(cluster, "feedback_monitor", monitor["dag_run_id"], "feedback_score", score["dag_run_id"])
         states = cluster.task_states("feedback_monitor", monitor["dag_run_id"])
-        events = cluster.api("GET", f"/dags/feedback_monitor/dagRuns/{monitor['dag_run_id']}/upstreamAssetEvents")["asset_events"]
-        assert events and {e["source_dag_id"] for e in events} == {"feedback_score"}, events
-        # unpaused, feedback_score also got its nightly cron run from the scheduler (catchup off: the latest 03:00)
-        score_runs = cluster.api("GET", "/dags/feedback_score/dagRuns")["dag_runs"]
-        cron = [r for r in score_runs if r["run_type"] == "scheduled"]
-        assert len(cron) == 1 and cron[0]["logical_date"].endswith("03:00:00Z"), score_runs
-        cluster.wait_run("feedback_score", cron[0]["dag_run_id"], timeout=300)
-        assert {e["source_run_id"] for e in events} <= {r["dag_run_id"] for r in score_runs}, events
-        assert all(e["extra"].get("model_version") == version for e in events), events
-        # it checked the scored nights: 03-02 against 03-01 (the new category fires), 03-01 has no reference
-        from fbk_tasks.drift.monitor import metrics_path, no_reference_path
-
-        assert done["state"] == "success" and states["compute_signals"].startswith("success on"), states
+        assert states["compute_signals"].startswith("success on"), states
         assert metrics_path(s, "2026-03-02").exists() and no_reference_path(s, "2026-03-01").exists()
-        assert states["emit_retrain"].startswith("success on"), states  # Asset('retrain_requested'); feedback_train is paused here
+        assert states["emit_retrain"].startswith("success on"), states
+
+        # 5. retrain_requested -> feedback_train, created by the scheduler, trains on the cluster
+        train = _wait_for_run(cluster, "feedback_train", "asset_triggered", timeout=240, seen=train_runs)
+        done = cluster.wait_run("feedback_train", train["dag_run_id"], timeout=600)
+        event = _triggered_by(cluster, "feedback_train", train["dag_run_id"], "feedback_monitor", monitor["dag_run_id"])
+        assert event["extra"]["ds"] == "2026-03-02" and event["extra"]["reasons"], event
+        assert {ti["task_id"]: ti["state"] for ti in done["task_instances"]}["gate"] == "success"
+        print(f"chain by the scheduler done at {time.time() - t0:.0f}s")
     finally:
         problems = cluster.stop()
     assert not problems, problems
