@@ -27,7 +27,9 @@ unchecked: the run is skipped.
    such night): records the request (cooldown state) and updates `Asset('retrain_requested')`
    with the reasons and numbers, which schedules `feedback_train`. Otherwise skipped.
 4. **alert_unmeasured**: fails (and so alerts) when a night could not be measured for another
-   reason than a missing reference, after the other nights were decided.
+   reason than a missing reference, after the other nights were decided. After
+   `drift.max_night_failures` failed runs a night is no longer checked automatically (the
+   alert says so); trigger this DAG with `ds` to measure it again.
 
 Failures are logged and, when configured (`alerts.webhook_url`, `alerts.email`),
 posted / e-mailed. The same path runs without Airflow as `fbk drift [--ds D]`.
@@ -83,7 +85,7 @@ def feedback_monitor():
         nights = _nights(get_current_context())
         if not nights:
             raise AirflowSkipException("every scored night up to this run's date is checked already")
-        done = measure_nights(settings, nights)
+        done = measure_nights(settings, nights, run_id=get_current_context()["run_id"])
         if not done["measured"]:
             why = "; ".join(f"{d}: {w}" for d, w in {**done["skipped"], **done["failed"]}.items())
             if done["failed"]:  # missing inputs: a retry finds the same, fail with the reason
@@ -131,7 +133,7 @@ def feedback_monitor():
         from airflow.sdk.exceptions import AirflowFailException
 
         if decided["failed"]:
-            raise AirflowFailException("nights not measured (they are tried again next run): " + "; ".join(
+            raise AirflowFailException("nights not measured: " + "; ".join(
                 f"{d}: {w}" for d, w in decided["failed"].items()))
         return {"checked": [s["ds"] for s in decided["nights"]], "skipped": decided["skipped"]}
 

@@ -230,6 +230,7 @@ class DriftSettings(_Section):
     signals_required: int = Field(2, ge=1, description="Distinct signals that must fire together to request a retrain.")
     cooldown_days: int = Field(3, ge=0, description="Days after a retrain (request or champion promotion) during which no retrain is requested.")
     max_nights_per_run: int = Field(7, ge=1, description="Unchecked scored nights one monitor run (or `fbk drift` without --ds) checks: the latest, then late or backfilled ones, newest first; the rest wait for the next run.")
+    max_night_failures: int = Field(3, ge=1, description="Monitor runs that may fail to measure a night before it is no longer checked automatically (noted under `state/drift/failures/`, alerted each time); a run with that `ds`, or `fbk drift --ds`, measures it again.")
     reference_max_rows: int = Field(2000, ge=50, description="Cap on reference reviews sampled (and scored once per champion version, cached).")
     domain_max_rows: int = Field(2000, ge=20, description="Cap per side (reference, night) of the balanced domain-classifier sample.")
     domain_cv_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the domain classifier.")

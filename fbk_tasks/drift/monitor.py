@@ -115,6 +115,10 @@ def no_reference_path(settings: Settings, ds: str) -> Path:
     return drift_state_dir(settings) / "no_reference" / f"ds={ds}.json"
 
 
+def failure_path(settings: Settings, ds: str) -> Path:
+    return drift_state_dir(settings) / "failures" / f"ds={ds}.json"
+
+
 # -- reading the lake --------------------------------------------------------------------------
 
 
@@ -563,10 +567,49 @@ def record_no_reference(settings: Settings, ds: str, model_version: int, reason:
     return write_text(json.dumps(note, sort_keys=True), no_reference_path(settings, ds))
 
 
+def read_failure(settings: Settings, ds: str) -> dict[str, Any] | None:
+    """The night's failure note (:func:`record_failure`), None when there is none or it cannot be read."""
+    path = failure_path(settings, ds)
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def record_failure(settings: Settings, ds: str, error: str, run_id: str | None = None) -> dict[str, Any]:
+    """Count a monitor run that could not measure night ``ds`` (a run counts once, however many
+    task attempts it makes: ``run_id``; None counts every call). At ``drift.max_night_failures``
+    runs the night is ``given_up``: :func:`nights_to_check` no longer lists it for that scoring
+    version, so it stops taking a place and alerting every run. A run with ``ds`` set (or
+    ``fbk drift --ds``) still measures it; a measurement clears the note."""
+    from fbk_tasks.io.atomic import write_text
+
+    note = read_failure(settings, ds) or {"ds": ds, "runs": [], "first_at": None}
+    try:
+        version: int | None = scoring_version(score_versions(settings, ds))
+    except Exception:  # noqa: BLE001 - the note is still worth writing without it
+        version = None
+    if note.get("model_version") != version:  # a new scoring version starts counting again
+        note = {"ds": ds, "runs": [], "first_at": None}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    key = run_id or f"call-{now}-{len(note['runs'])}"
+    if key not in note["runs"]:
+        note["runs"].append(key)
+    limit = settings.drift.max_night_failures
+    note.update(model_version=version, last_error=error, at=now, first_at=note["first_at"] or now,
+                failures=len(note["runs"]), given_up=len(note["runs"]) >= limit)
+    write_text(json.dumps(note, sort_keys=True), failure_path(settings, ds))
+    return note
+
+
+def clear_failure(settings: Settings, ds: str) -> None:
+    failure_path(settings, ds).unlink(missing_ok=True)
+
+
 def _check_records(settings: Settings, ds: str) -> list[tuple[int, str]]:
     """(model_version, decision status) of what the monitor wrote for the night: its drift
-    metrics' decision row and/or its no-reference note (status ``no_reference``). A record that
-    cannot be read counts as none."""
+    metrics' decision row and/or its no-reference note (status ``no_reference``) and/or a
+    failure note that gave up (status ``given_up``). A record that cannot be read counts as none."""
     import pyarrow.parquet as pq
 
     records: list[tuple[int, str]] = []
@@ -578,6 +621,9 @@ def _check_records(settings: Settings, ds: str) -> list[tuple[int, str]]:
                         if sig == "decision"]
         if npath.exists():
             records.append((int(json.loads(npath.read_text())["model_version"]), "no_reference"))
+        failed = read_failure(settings, ds)
+        if failed and failed.get("given_up") and failed.get("model_version") is not None:
+            records.append((int(failed["model_version"]), "given_up"))
     except Exception as exc:  # a damaged file: check the night again (it is rewritten)
         log.warning("drift record of %s unreadable (%s): the night is checked again", ds, exc)
         return []
@@ -601,7 +647,8 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
 
     Newest first, so the latest night is always included when unchecked and a backlog larger
     than ``limit`` is worked off, newest to oldest, over the next runs. A night without a
-    reference is noted and skipped, and not tried again for that scoring version."""
+    reference is noted and skipped, and not tried again for that scoring version; so is a night
+    that ``drift.max_night_failures`` runs could not measure (:func:`record_failure`)."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     nights = scored_nights(settings, upto)
@@ -627,14 +674,16 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
     return out
 
 
-def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None) -> dict[str, Any]:
+def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None,
+                   run_id: str | None = None) -> dict[str, Any]:
     """Measure each night, oldest first, and save its measurement (``measurement_path``). Returns (JSON-able)
     ``{"measured": [measurement files], "skipped": {ds: why}, "failed": {ds: why}}``: a night
     without a reference is skipped (and noted); any other error is a failure of that night only
     (one broken night, e.g. an old version whose artifacts are gone, must not hide the others),
-    except when no night could be measured or skipped and an error other than
-    :class:`DriftInputError` occurred (registry down, ...): the first such error is raised, so
-    the task's retries apply."""
+    counted against the night by :func:`record_failure` (``run_id``: the monitor run), except
+    when no night could be measured or skipped and an error other than :class:`DriftInputError`
+    occurred (registry down, ...): the first such error is raised, uncounted, so the task's
+    retries apply."""
     out: dict[str, Any] = {"measured": [], "skipped": {}, "failed": {}}
     unexpected: list[BaseException] = []
     for ds in sorted(nights):  # oldest first, as nightly runs would: a new version's cache is built for its oldest night
@@ -643,6 +692,7 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
         except NoReference as exc:
             if exc.model_version is not None:
                 record_no_reference(settings, ds, exc.model_version, str(exc))
+            clear_failure(settings, ds)
             log.info("drift %s skipped: %s", ds, exc)
             out["skipped"][ds] = str(exc)
             continue
@@ -656,8 +706,16 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
             unexpected.append(exc)
             continue
         out["measured"].append(str(meas.save(measurement_path(settings, ds))))
+        clear_failure(settings, ds)
     if unexpected and not out["measured"] and not out["skipped"]:
         raise unexpected[0]
+    for ds, why in out["failed"].items():
+        note = record_failure(settings, ds, why, run_id)
+        if note["given_up"]:
+            out["failed"][ds] = (f"{why} [{note['failures']} runs failed on this night: no longer checked automatically; "
+                                 f"fix it, then run feedback_monitor with ds={ds} or `fbk drift --ds {ds}`]")
+        else:
+            out["failed"][ds] = f"{why} [failure {note['failures']} of {settings.drift.max_night_failures} before it is given up]"
     return out
 
 
@@ -673,6 +731,7 @@ def run_drift(settings: Settings, ds: str, use_encoder: bool | None = None) -> d
     """Measure and decide one night (the ``fbk drift`` path); returns a JSON-able summary."""
     meas = measure_night(settings, ds, use_encoder)
     meas.save(measurement_path(settings, ds))  # as the DAG does: the report can be re-rendered later
+    clear_failure(settings, ds)
     decision, mpath, rpath = decide_night(settings, meas)
     return summary(meas, decision, mpath, rpath)
 
@@ -687,7 +746,7 @@ def summary(meas: NightMeasurement, decision: Decision, mpath: Path, rpath: Path
 __all__ = [
     "DriftInputError", "NightMeasurement", "NoReference", "answer_retrain_requests", "decide_night", "decide_nights",
     "last_retrain", "later_request", "latest_request", "outcome_text", "read_retrain_requests", "load_night", "load_reference",
-    "measure_night", "measure_nights", "metrics_path", "nights_to_check", "no_reference_path", "record_no_reference",
+    "clear_failure", "failure_path", "measure_night", "measure_nights", "metrics_path", "nights_to_check", "no_reference_path", "read_failure", "record_failure", "record_no_reference",
     "record_retrain_request", "requested_by_another_run", "reference_cache_path", "reference_partitions",
     "report_path", "retrain_candidate", "run_drift", "run_drift_nights", "score_versions", "scored_nights",
     "scoring_version", "summary", "write_metrics",

@@ -189,3 +189,57 @@ def test_one_broken_night_does_not_hide_the_others(settings, monkeypatch):
     # nothing could be measured and the error is not about the inputs (registry down): raised, so retries apply
     with pytest.raises(RuntimeError):
         monitor.measure_nights(settings, ["2026-03-02"])
+
+
+def test_a_night_that_keeps_failing_is_given_up_after_max_night_failures_runs(settings, monkeypatch):
+    import fbk_tasks.drift.monitor as monitor
+
+    broken = {"2026-03-02"}
+
+    def fake(settings_, ds, use_encoder=None):
+        if ds in broken:
+            raise monitor.DriftInputError("curated partition 2026-03-02 is unreadable")
+        return _measurement(settings_, ds)
+
+    monkeypatch.setattr(monitor, "measure_night", fake)
+    for ds in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        _score(settings, ds, 1)
+    _checked(settings, "2026-03-03")
+    _checked(settings, "2026-03-01")
+    assert settings.drift.max_night_failures == 3
+    for run in (1, 2):
+        nights = nights_to_check(settings, "2026-03-03", 7)
+        assert nights == ["2026-03-02"]
+        done = monitor.measure_nights(settings, nights, run_id=f"run-{run}")
+        assert f"failure {run} of 3" in done["failed"]["2026-03-02"]
+        # task retries of the same run count once
+        done = monitor.measure_nights(settings, nights, run_id=f"run-{run}")
+        assert f"failure {run} of 3" in done["failed"]["2026-03-02"]
+    done = monitor.measure_nights(settings, ["2026-03-02"], run_id="run-3")
+    assert "3 runs failed on this night: no longer checked automatically" in done["failed"]["2026-03-02"]
+    note = monitor.read_failure(settings, "2026-03-02")
+    assert note["given_up"] and note["failures"] == 3 and note["model_version"] == 1
+    assert "unreadable" in note["last_error"]
+    assert nights_to_check(settings, "2026-03-03", 7) == []  # no longer takes a place every run
+    # an explicit run for the night measures it again; once it works, the note is gone
+    broken.clear()
+    done = monitor.measure_nights(settings, ["2026-03-02"], run_id="manual")
+    assert len(done["measured"]) == 1 and not done["failed"]
+    assert monitor.read_failure(settings, "2026-03-02") is None
+
+
+def test_a_new_scoring_version_of_the_latest_night_counts_failures_again(settings, monkeypatch):
+    import fbk_tasks.drift.monitor as monitor
+
+    def fake(settings_, ds, use_encoder=None):
+        raise monitor.DriftInputError("no curated rows")
+
+    monkeypatch.setattr(monitor, "measure_night", fake)
+    monkeypatch.setattr(settings.drift, "max_night_failures", 1)
+    _score(settings, "2026-03-01", 1)
+    monitor.measure_nights(settings, ["2026-03-01"], run_id="a")
+    assert nights_to_check(settings, "2026-03-01", 7) == []
+    _score(settings, "2026-03-01", 2, n=5, part="b")  # a new champion scored it: checked again
+    assert nights_to_check(settings, "2026-03-01", 7) == ["2026-03-01"]
+    note = monitor.record_failure(settings, "2026-03-01", "still broken", "b")
+    assert note["model_version"] == 2 and note["failures"] == 1 and note["given_up"]
