@@ -202,16 +202,21 @@ def airline(args) -> list[dict]:
             for variant in args.variants or [{}]:  # each: train.* overrides on top of --set (one fine-tune each)
                 variant = dict(variant)
                 fine = variant.pop("fine_labels", args.fine_labels)
+                # full_train: the fine-tune also trains on the dev rows (the whole 80%); dev macro-F1 is then
+                # not a held-out figure, and the last epoch is what a fixed epoch count would keep
+                full = variant.pop("full_train", False)
+                rows = train if full else fit
                 vs = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience,
                                **{**_overrides(args.set), **variant, **({"class_weights": False} if fine else {})})
-                weights = row_weights(fit, power)
+                weights = row_weights(rows, power)
                 if fine:  # balanced weights of the three sentiments (not of the 12 fine classes), as class_weights gives
-                    share = fit.label.map(fit.label.value_counts(normalize=True)).to_numpy()
+                    share = rows.label.map(rows.label.value_counts(normalize=True)).to_numpy()
                     weights = (1.0 if weights is None else weights) / (len(classes) * share)
                 out.append(fine_tune("airline MiniLM fine-tune" + (" (after continued MLM)" if args.pretrain_steps else "")
                                      + (" on sentiment x complaint reason" if fine else ""),
-                                     fit, dev, test, classes, vs, base,
+                                     rows, dev, test, classes, vs, base,
                                      {"config": _config(vs), "label_confidence_power": power, **extra,
+                                      **({"full_train": True} if full else {}),
                                       **({"variant": variant} if variant else {}), **({"fine_labels": True} if fine else {})},
                                      weights, "fine_label" if fine else "label"))
     return out
@@ -401,7 +406,7 @@ def main() -> int:
                     "collapsed back to the three sentiments for scoring (a variant may set \"fine_labels\": true instead)")
     ap.add_argument("--variants", type=json.loads, default=None, metavar="JSON",
                     help='airline, shopping: a JSON list of train.* override dicts, one fine-tune each on the same split '
-                    '(shopping: from the same pre-trained model), '
+                    '(shopping: from the same pre-trained model; airline: "full_train": true also trains on the dev rows), '
                     'e.g. \'[{"seed": 7}, {"seed": 21, "learning_rate": 5e-5}]\'')
     ap.add_argument("--speed-rounds", type=int, default=3, help="speed: rounds over the variants")
     ap.add_argument("--speed-steps", type=int, default=12, help="speed: timed steps per variant and round")

@@ -622,8 +622,8 @@ def _check_records(settings: Settings, ds: str) -> list[tuple[int, str]]:
         if npath.exists():
             records.append((int(json.loads(npath.read_text())["model_version"]), "no_reference"))
         failed = read_failure(settings, ds)
-        if failed and failed.get("given_up") and failed.get("model_version") is not None:
-            records.append((int(failed["model_version"]), "given_up"))
+        if failed and failed.get("given_up"):  # version unknown (unreadable scores): -1, counts for older nights
+            records.append((-1 if failed.get("model_version") is None else int(failed["model_version"]), "given_up"))
     except Exception as exc:  # a damaged file: check the night again (it is rewritten)
         log.warning("drift record of %s unreadable (%s): the night is checked again", ds, exc)
         return []
