@@ -266,9 +266,10 @@ def test_nightly_chain_follows_its_assets_on_the_real_scheduler(services_up, tmp
         train_runs = {r["dag_run_id"] for r in cluster.api("GET", "/dags/feedback_train/dagRuns")["dag_runs"]}
         print(f"cron runs done at {time.time() - t0:.0f}s: " + ", ".join(f"{d} {r['elapsed_s']}s" for d, r in cron.items()))
 
-        # 2. the drifted night lands and is ingested by a manual run (the daily cron's next slot is tomorrow)
+        # 2. the drifted night lands in its own night's folder (as for a backfill: no cron run of
+        # another night can claim it) and is ingested by a manual run
         df = generate_reviews(200, seed=10, ds="2026-03-02", drift=DriftSpec(new_category=True), id_prefix="clu")
-        write_reviews(df, cluster.data_dir / "landing" / "reviews-2026-03-02.csv", "csv")
+        write_reviews(df, cluster.data_dir / "landing" / "ds=2026-03-02" / "generic" / "reviews-2026-03-02.csv", "csv")
         ingest_run = cluster.trigger("feedback_ingest", "2026-03-02T00:00:00Z")
         cluster.wait_run("feedback_ingest", ingest_run, timeout=300)
 
