@@ -226,8 +226,8 @@ def load_reference(settings: Settings, name: str, version: int, parts: list[str]
         emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32) if "embedding" in frame.columns and frame["embedding"].notna().all() and len(frame) else None
         if emb is not None or not use_encoder:
             return _objects(frame.drop(columns=["embedding"], errors="ignore")), emb
-    frames = [_read_dir(settings.curated_dir / f"ds={p}", CURATED_COLUMNS) for p in parts]
-    ref = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(columns=CURATED_COLUMNS)
+    frames = [_read_dir(settings.curated_dir / f"ds={p}", CURATED_COLUMNS).assign(ds=p) for p in parts]
+    ref = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(columns=[*CURATED_COLUMNS, "ds"])
     ref = ref.drop_duplicates("review_id").sort_values("review_id", kind="stable").reset_index(drop=True)
     if len(ref) > settings.drift.reference_max_rows:
         ref = ref.sample(settings.drift.reference_max_rows, random_state=settings.drift.seed).sort_values("review_id").reset_index(drop=True)
@@ -443,6 +443,11 @@ def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) 
         ref, emb = ref[~own].reset_index(drop=True), (emb[~own] if emb is not None else None)
         if ref.empty:
             raise NoReference(f"no reference: the cached reference of v{version} holds only night {ds}", version)
+    if "ds" in ref.columns:  # what the cached sample really holds (it was taken for the version's first night)
+        held = sorted({str(d) for d in ref["ds"]})
+        if held != parts:
+            source = f"{source}; v{version}'s cached reference sample, taken when its first night was monitored"
+        parts = held
     m = compute_signals(ref, night, settings.drift, reference_embeddings=emb, use_encoder=use_encoder)
     m.info["version_tags"] = {k: v for k, v in tags.items() if k.startswith("fbk.gate.")}
     m.info["reference_rows_of_this_night_left_out"] = int(own.sum())

@@ -200,6 +200,21 @@ def test_a_night_checked_late_is_never_in_its_own_reference(drift_lake):
 
 
 @pytest.mark.slow
+def test_the_listed_reference_partitions_are_what_the_cached_sample_holds(drift_lake):
+    """v1 has no lineage. Checked first, 03-02 caches its reference from 03-01 alone; 03-03 would
+    list 03-01 + 03-02 as its fallback, but it is compared with v1's cached sample: the
+    measurement says 03-01, and why."""
+    from fbk_tasks.drift.monitor import run_drift
+
+    s = drift_lake["settings"]
+    first = run_drift(s, "2026-03-02", use_encoder=False)
+    assert first["reference_partitions"] == ["2026-03-01"]
+    later = run_drift(s, "2026-03-03", use_encoder=False)
+    assert later["reference_partitions"] == ["2026-03-01"]
+    assert "cached reference sample" in later["reference_source"]
+
+
+@pytest.mark.slow
 def test_cli_drift_prints_the_decision(drift_lake, capsys):
     from fbk_tasks.cli import main
 
