@@ -203,7 +203,8 @@ def airline(args) -> list[dict]:
                 variant = dict(variant)
                 fine = variant.pop("fine_labels", args.fine_labels)
                 # full_train: the fine-tune also trains on the dev rows (the whole 80%); dev macro-F1 is then
-                # not a held-out figure, and the last epoch is what a fixed epoch count would keep
+                # not a held-out figure, yet it still picks the epoch kept (best_epoch in the output says
+                # which: a dev set it trains on rises every epoch, so normally the last one)
                 full = variant.pop("full_train", False)
                 rows = train if full else fit
                 vs = _settings(Path(tmp), epochs=args.epochs, early_stopping_patience=args.patience,

@@ -446,8 +446,10 @@ def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) 
     if "ds" in ref.columns:  # what the cached sample really holds (it was taken for the version's first night)
         held = sorted({str(d) for d in ref["ds"]})
         if held != parts:
-            source = f"{source}; v{version}'s cached reference sample, taken when its first night was monitored"
+            source = f"{source}; compared with v{version}'s cached reference sample, which holds these partitions"
         parts = held
+    else:
+        source = f"{source}; cached sample of v{version} written without its partitions: it may hold others"
     m = compute_signals(ref, night, settings.drift, reference_embeddings=emb, use_encoder=use_encoder)
     m.info["version_tags"] = {k: v for k, v in tags.items() if k.startswith("fbk.gate.")}
     m.info["reference_rows_of_this_night_left_out"] = int(own.sum())
@@ -594,7 +596,9 @@ def record_failure(settings: Settings, ds: str, error: str, run_id: str | None =
         version: int | None = scoring_version(score_versions(settings, ds))
     except Exception:  # noqa: BLE001 - the note is still worth writing without it
         version = None
-    if note.get("model_version") != version:  # a new scoring version starts counting again
+    if note.get("given_up") and note.get("model_version") != version:
+        # given up for another version: a new champion scoring the night starts counting again
+        # (an older night's count carries over a re-scoring that changes nothing about its failure)
         note = {"ds": ds, "runs": [], "first_at": None}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     key = run_id or f"call-{now}-{len(note['runs'])}"
@@ -670,8 +674,11 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
     for ds in reversed(nights):
         records = _check_records(settings, ds)
         if records and ds == nights[-1]:
-            current = scoring_version(score_versions(settings, ds))
-            records = [r for r in records if r[0] == current]
+            try:
+                current: int | None = scoring_version(score_versions(settings, ds))
+            except Exception:  # noqa: BLE001 - unreadable or empty scores: only a give-up recorded as such counts
+                current = None
+            records = [r for r in records if r[0] == current or (current is None and r == (-1, "given_up"))]
         if not any(settled(ds, status) for _, status in records):
             out.append(ds)
             if len(out) == limit:
@@ -685,10 +692,10 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
     ``{"measured": [measurement files], "skipped": {ds: why}, "failed": {ds: why}}``: a night
     without a reference is skipped (and noted); any other error is a failure of that night only
     (one broken night, e.g. an old version whose artifacts are gone, must not hide the others),
-    counted against the night by :func:`record_failure` (``run_id``: the monitor run), except
-    when no night could be measured or skipped and an error other than :class:`DriftInputError`
-    occurred (registry down, ...): the first such error is raised, uncounted, so the task's
-    retries apply."""
+    counted against the night by :func:`record_failure` (``run_id``: the monitor run). When no
+    night could be measured or skipped and an error other than :class:`DriftInputError`
+    occurred (registry down, ...), the first such error is raised (after counting), so the
+    task's retries apply."""
     out: dict[str, Any] = {"measured": [], "skipped": {}, "failed": {}}
     unexpected: list[BaseException] = []
     for ds in sorted(nights):  # oldest first, as nightly runs would: a new version's cache is built for its oldest night
@@ -712,10 +719,11 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
             continue
         out["measured"].append(str(meas.save(measurement_path(settings, ds))))
         clear_failure(settings, ds)
+    notes = {ds: record_failure(settings, ds, why, run_id) for ds, why in out["failed"].items()}
     if unexpected and not out["measured"] and not out["skipped"]:
-        raise unexpected[0]
+        raise unexpected[0]  # counted above too (once per run), so a night that always raises is given up as well
     for ds, why in out["failed"].items():
-        note = record_failure(settings, ds, why, run_id)
+        note = notes[ds]
         if note["given_up"]:
             out["failed"][ds] = (f"{why} [{note['failures']} runs failed on this night: no longer checked automatically; "
                                  f"fix it, then run feedback_monitor with ds={ds} or `fbk drift --ds {ds}`]")

@@ -243,3 +243,39 @@ def test_a_new_scoring_version_of_the_latest_night_counts_failures_again(setting
     assert nights_to_check(settings, "2026-03-01", 7) == ["2026-03-01"]
     note = monitor.record_failure(settings, "2026-03-01", "still broken", "b")
     assert note["model_version"] == 2 and note["failures"] == 1 and note["given_up"]
+
+
+def test_a_given_up_latest_night_with_unreadable_scores_does_not_stop_the_listing(settings, monkeypatch):
+    import fbk_tasks.drift.monitor as monitor
+
+    def fake(settings_, ds, use_encoder=None):
+        if ds == "2026-03-02":
+            raise monitor.DriftInputError("no scores for 2026-03-02")
+        return _measurement(settings_, ds)
+
+    monkeypatch.setattr(monitor, "measure_night", fake)
+    monkeypatch.setattr(settings.drift, "max_night_failures", 1)
+    _score(settings, "2026-03-01", 1)
+    _score(settings, "2026-03-02", 1, n=0)  # a score file without rows: no scoring version
+    assert nights_to_check(settings, "2026-03-02", 7) == ["2026-03-02", "2026-03-01"]
+    monitor.measure_nights(settings, ["2026-03-02", "2026-03-01"], run_id="r1")
+    assert monitor.read_failure(settings, "2026-03-02")["model_version"] is None
+    # 03-01 was measured but not decided (no metrics written here): still due; 03-02 is given up
+    assert nights_to_check(settings, "2026-03-02", 7) == ["2026-03-01"]
+
+
+def test_a_night_that_always_raises_is_counted_although_the_error_is_raised(settings, monkeypatch):
+    import fbk_tasks.drift.monitor as monitor
+
+    def fake(settings_, ds, use_encoder=None):
+        raise OSError("artifacts of v1 are gone")
+
+    monkeypatch.setattr(monitor, "measure_night", fake)
+    _score(settings, "2026-03-01", 1)
+    for run in range(1, 4):
+        for _attempt in range(2):  # the task's retries: one run
+            with pytest.raises(OSError):
+                monitor.measure_nights(settings, ["2026-03-01"], run_id=f"run-{run}")
+        assert monitor.read_failure(settings, "2026-03-01")["failures"] == run
+    assert monitor.read_failure(settings, "2026-03-01")["given_up"]
+    assert nights_to_check(settings, "2026-03-01", 7) == []
