@@ -719,16 +719,15 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
             continue
         out["measured"].append(str(meas.save(measurement_path(settings, ds))))
         clear_failure(settings, ds)
-    notes = {ds: record_failure(settings, ds, why, run_id) for ds, why in out["failed"].items()}
-    if unexpected and not out["measured"] and not out["skipped"]:
-        raise unexpected[0]  # counted above too (once per run), so a night that always raises is given up as well
-    for ds, why in out["failed"].items():
-        note = notes[ds]
+    for ds, why in out["failed"].items():  # counted before any raise, so a night that always raises is given up too
+        note = record_failure(settings, ds, why, run_id)
         if note["given_up"]:
             out["failed"][ds] = (f"{why} [{note['failures']} runs failed on this night: no longer checked automatically; "
                                  f"fix it, then run feedback_monitor with ds={ds} or `fbk drift --ds {ds}`]")
         else:
             out["failed"][ds] = f"{why} [failure {note['failures']} of {settings.drift.max_night_failures} before it is given up]"
+    if unexpected and not out["measured"] and not out["skipped"]:
+        raise unexpected[0]
     return out
 
 

@@ -313,7 +313,6 @@ def outside_golden(frame: pd.DataFrame, golden: GoldenSet) -> tuple[pd.DataFrame
     scored on the golden set. Returns the rows and how many were kept out for their text."""
     from fbk_tasks.text.clean import normalize_for_dedup
 
-
     def norm(texts: pd.Series) -> pd.Series:
         return pd.Series(normalize_for_dedup(pa.array(texts, pa.string(), from_pandas=True)).to_pylist(), dtype=object)
 
