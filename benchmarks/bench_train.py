@@ -21,6 +21,7 @@ Prints one JSON line per model: macro-F1, accuracy, training seconds per epoch, 
     .venv/bin/python benchmarks/bench_train.py --part airline --set learning_rate=5e-5 --set pooling=cls
     .venv/bin/python benchmarks/bench_train.py --part airline --epochs 3 --pretrain-steps 800
     .venv/bin/python benchmarks/bench_train.py --part speed
+    .venv/bin/python benchmarks/bench_train.py --part speed --speed-variants fp32   # a CPU without native bf16
     .venv/bin/python benchmarks/bench_train.py --part emoji
     .venv/bin/python benchmarks/bench_train.py --part shopping --pretrain-steps 2000
 """
@@ -69,7 +70,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 FINE_TUNE_KEYS = ("base_model", "batch_size", "max_length", "learning_rate", "epochs", "warmup_ratio", "weight_decay",
                   "class_weights", "tune_class_bias", "early_stopping_patience", "pooling", "freeze_word_embeddings", "cpu_bf16",
-                  "fused_adamw", "length_group_factor", "torch_threads", "emoji_to_text", "rdrop_alpha", "label_confidence_power")
+                  "fused_adamw", "length_group_factor", "torch_threads", "emoji_to_text", "rdrop_alpha", "max_epoch_minutes",
+                   "label_confidence_power")
 
 
 def _config(s) -> dict:
@@ -141,6 +143,7 @@ def fine_tune(name: str, fit: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFram
         "seconds_per_epoch": [round(x, 1) for x in res.epoch_seconds], "samples_per_second": round(res.samples_per_second, 1),
         "dev_macro_f1": [round(h["dev_macro_f1"], 4) for h in res.history], "threads": res.threads, "device": res.device,
         "predict_rows_per_second": round(len(test) / predict_secs, 1), "fine_tune_cpu_seconds": round(cpu_seconds, 1),
+        "rdrop_alpha_used": res.rdrop_alpha, **{k: round(v, 3) for k, v in res.epoch_probe.items()},
         "load_average_after": [round(x, 1) for x in os.getloadavg()], **(extra or {})})
 
 
@@ -267,6 +270,9 @@ SPEED_VARIANTS = {
     "bf16 mean frozen-emb fused": {"cpu_bf16": "on", "freeze_word_embeddings": True, "pooling": "mean", "fused_adamw": True},
     "bf16 mean frozen-emb R-Drop (default)": {"cpu_bf16": "on", "freeze_word_embeddings": True, "pooling": "mean",
                                               "rdrop_alpha": 1.0},
+    # what a CPU without native bf16 trains (cpu_bf16=auto falls back to fp32): with and without R-Drop
+    "fp32 mean frozen-emb": {"cpu_bf16": "off", "freeze_word_embeddings": True, "pooling": "mean"},
+    "fp32 mean frozen-emb R-Drop": {"cpu_bf16": "off", "freeze_word_embeddings": True, "pooling": "mean", "rdrop_alpha": 1.0},
 }
 
 
@@ -326,10 +332,12 @@ def speed(args) -> list[dict]:
             return sum(rows) / elapsed
 
         one(SPEED_VARIANTS["fp32 cls (old default)"])  # process warm-up (allocator, oneDNN kernels), not counted
-        runs: dict[str, list[float]] = {name: [] for name in SPEED_VARIANTS}
+        chosen = {name: cfg for name, cfg in SPEED_VARIANTS.items()
+                  if not args.speed_variants or name == "fp32 cls (old default)" or any(k in name for k in args.speed_variants)}
+        runs: dict[str, list[float]] = {name: [] for name in chosen}
         loads = []
         for _ in range(args.speed_rounds):
-            for name, cfg in SPEED_VARIANTS.items():
+            for name, cfg in chosen.items():
                 runs[name].append(one(cfg))
                 loads.append(os.getloadavg()[0])
         ref = float(np.median(runs["fp32 cls (old default)"]))
@@ -411,6 +419,8 @@ def main() -> int:
                     'e.g. \'[{"seed": 7}, {"seed": 21, "learning_rate": 5e-5}]\'')
     ap.add_argument("--speed-rounds", type=int, default=3, help="speed: rounds over the variants")
     ap.add_argument("--speed-steps", type=int, default=12, help="speed: timed steps per variant and round")
+    ap.add_argument("--speed-variants", type=lambda v: v.split(","), default=None, metavar="TEXT,...",
+                    help="speed: only the variants whose name contains one of these (the fp32 [CLS] reference always runs)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     missing = [f for f in ("airline_tweets.csv", "online_shopping_10_cats.csv.gz") if not (DATASETS / f).exists()]

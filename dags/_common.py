@@ -26,7 +26,7 @@ DEFAULT_ARGS = {
 
 
 def parse_time_settings():
-    """Settings for the few choices a DAG makes when it is parsed (queue routing, deadline).
+    """Settings for the few choices a DAG makes when it is parsed (schedules, queue routing, deadline).
     A settings problem must not break parsing: None here, and the tasks then fail with the
     real message when they load the settings themselves."""
     try:
@@ -35,6 +35,17 @@ def parse_time_settings():
         return load_settings()
     except Exception:
         return None
+
+
+def schedule_cron(name: str) -> str:
+    """``schedule.<name>`` (a cron in UTC) of the settings, read when the DAG file is parsed; its
+    default when the settings do not load (the tasks then fail with the settings' own message)."""
+    settings = parse_time_settings()
+    if settings is None:
+        from fbk_tasks.settings import ScheduleSettings
+
+        return getattr(ScheduleSettings(), name)
+    return getattr(settings.schedule, name)
 
 
 def logical_ds(context) -> str:

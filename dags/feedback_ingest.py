@@ -1,7 +1,8 @@
 """
 ### feedback_ingest
 
-Nightly ingestion of new customer reviews, partitioned by logical date.
+Nightly ingestion of new customer reviews, partitioned by logical date. Runs at
+`schedule.ingest_cron` (default 00:00 UTC).
 
 1. **claim_files**: files dropped in `<data>/landing/` (or `landing/<source mapping>/`) are
    moved to `landing/ds=<ds>/<mapping>/`; a re-run of the date processes the same files.
@@ -19,16 +20,16 @@ Data Docs: `<data>/reports/gx/index.html`. Logic: `fbk_tasks.ingest.pipeline`
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, CronTriggerTimetable, dag, get_current_context, task
 
-from _common import DEFAULT_ARGS, START_DATE, logical_ds
+from _common import DEFAULT_ARGS, START_DATE, logical_ds, schedule_cron
 
 CURATED_REVIEWS = Asset("curated_reviews")
 
 
 @dag(
     dag_id="feedback_ingest",
-    schedule="@daily",
+    schedule=CronTriggerTimetable(schedule_cron("ingest_cron"), timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -1,7 +1,8 @@
 """
 ### feedback_score: nightly sentiment scoring with the registry's champion
 
-Runs every night at 03:00 UTC **and** whenever ingestion updates `Asset('curated_reviews')`.
+Runs at `schedule.score_cron` (default every night at 03:00 UTC) **and** whenever ingestion updates
+`Asset('curated_reviews')`.
 
 1. **resolve_champion**: reads the alias (`score.model_alias`, default `champion`) of the
    registered model once and pins that version for the whole run (a later alias move does
@@ -42,16 +43,15 @@ from airflow.sdk import (
     task,
 )
 
-from _common import DEFAULT_ARGS, START_DATE, parse_time_settings
+from _common import DEFAULT_ARGS, START_DATE, parse_time_settings, schedule_cron
 
 CURATED_REVIEWS = Asset("curated_reviews")
 REVIEW_SCORES = Asset("review_scores")
-NIGHTLY_CRON = "0 3 * * *"
 
 
 def _deadline():
     """Alert (alerts.* settings) when a night's scoring has not finished score.deadline_minutes
-    after its logical date. The one setting read at parse time."""
+    after its logical date. Read at parse time, as the schedule is."""
     settings = parse_time_settings()
     minutes = settings.score.deadline_minutes if settings else None
     if not minutes:
@@ -77,7 +77,7 @@ def _run_scored_at() -> tuple[str, str]:
 @dag(
     dag_id="feedback_score",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(NIGHTLY_CRON, timezone="UTC"),
+        timetable=CronTriggerTimetable(schedule_cron("score_cron"), timezone="UTC"),
         assets=CURATED_REVIEWS,
     ),
     start_date=START_DATE,

@@ -1,8 +1,8 @@
 """
 ### feedback_train: weekly (or on request) retraining of the review-sentiment model
 
-Runs every Sunday 03:00 UTC, and whenever the asset `retrain_requested` is updated (drift
-monitoring emits it).
+Runs at `schedule.train_cron` (default every Sunday 03:00 UTC), and whenever the asset
+`retrain_requested` is updated (drift monitoring emits it).
 
 1. **assemble**: curated partitions + human label corrections -> train/dev split; the golden
    set is taken once and never trained on (`fbk_tasks.train.data`).
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from _common import DEFAULT_ARGS, START_DATE, parse_time_settings
+from _common import DEFAULT_ARGS, START_DATE, parse_time_settings, schedule_cron
 from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
@@ -42,11 +42,10 @@ from airflow.sdk import (
 
 RETRAIN_REQUESTED = Asset("retrain_requested")
 CHAMPION_MODEL = Asset("champion_model")
-WEEKLY_CRON = "0 3 * * 0"
 
 
 def _gpu_queue() -> str | None:
-    """The one setting read at parse time: where the transformer task runs."""
+    """Read at parse time, as the schedule is: where the transformer task runs."""
     settings = parse_time_settings()
     return settings.train.gpu_queue if settings else None
 
@@ -136,7 +135,7 @@ def publish_champion(result: dict):
 
 @dag(
     dag_id="feedback_train",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(WEEKLY_CRON, timezone="UTC"), assets=[RETRAIN_REQUESTED]),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(schedule_cron("train_cron"), timezone="UTC"), assets=[RETRAIN_REQUESTED]),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -101,7 +101,13 @@ class TrainSettings(_Section):
     rdrop_alpha: float = Field(
         1.0, ge=0,
         description="R-Drop: each batch runs twice with different dropout and the two predictions are pulled "
-        "together by this weight on their symmetric KL divergence (0: off; about 1.9x the training time).",
+        "together by this weight on their symmetric KL divergence (0: off; about 2x the training time).",
+    )
+    max_epoch_minutes: float | None = Field(
+        5.0, gt=0,
+        description="CPU training: a probe before the first step estimates an epoch with R-Drop; over this many "
+        "minutes the run trains without R-Drop (MLflow param transformer.rdrop_alpha_used, metrics epoch_estimate_*). "
+        "None: no probe, R-Drop as set.",
     )
     label_confidence_power: float = Field(
         1.0, ge=0, le=8,
@@ -256,6 +262,24 @@ class DriftSettings(_Section):
         return self
 
 
+def _check_cron(value: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"not a cron expression: {value!r} (five fields, e.g. '0 3 * * *')")
+    return value
+
+
+class ScheduleSettings(_Section):
+    """When the scheduler starts each DAG by the clock (cron, UTC; read when the DAG files are parsed)."""
+
+    ingest_cron: str = Field("0 0 * * *", description="feedback_ingest: each run ingests the files landed for the night of its logical date.")
+    score_cron: str = Field("0 3 * * *", description="feedback_score, besides every update of Asset('curated_reviews').")
+    train_cron: str = Field("0 3 * * 0", description="feedback_train (weekly by default), besides every Asset('retrain_requested').")
+
+    _crons = field_validator("ingest_cron", "score_cron", "train_cron")(_check_cron)
+
+
 class AlertSettings(_Section):
     """Where failures and missed deadlines of every DAG are reported (always also logged)."""
 
@@ -282,6 +306,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
 
     @classmethod
     def settings_customise_sources(

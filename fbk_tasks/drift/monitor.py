@@ -585,10 +585,10 @@ def read_failure(settings: Settings, ds: str) -> dict[str, Any] | None:
 
 def record_failure(settings: Settings, ds: str, error: str, run_id: str | None = None) -> dict[str, Any]:
     """Count a monitor run that could not measure night ``ds`` (a run counts once, however many
-    task attempts it makes: ``run_id``; None counts every call). At ``drift.max_night_failures``
-    runs the night is ``given_up``: :func:`nights_to_check` no longer lists it for that scoring
-    version, so it stops taking a place and alerting every run. A run with ``ds`` set (or
-    ``fbk drift --ds``) still measures it; a measurement clears the note."""
+    task attempts it makes: ``run_id``; None counts every call; ``fbk drift`` does not count).
+    At ``drift.max_night_failures`` runs the night is ``given_up``: :func:`nights_to_check` no
+    longer lists it for that scoring version, so it stops taking a place and alerting every run.
+    A run with ``ds`` set (or ``fbk drift --ds``) still measures it; a measurement clears the note."""
     from fbk_tasks.io.atomic import write_text
 
     note = read_failure(settings, ds) or {"ds": ds, "runs": [], "first_at": None}
@@ -687,12 +687,13 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
 
 
 def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None,
-                   run_id: str | None = None) -> dict[str, Any]:
+                   run_id: str | None = None, count_failures: bool = True) -> dict[str, Any]:
     """Measure each night, oldest first, and save its measurement (``measurement_path``). Returns (JSON-able)
     ``{"measured": [measurement files], "skipped": {ds: why}, "failed": {ds: why}}``: a night
     without a reference is skipped (and noted); any other error is a failure of that night only
     (one broken night, e.g. an old version whose artifacts are gone, must not hide the others),
-    counted against the night by :func:`record_failure` (``run_id``: the monitor run). When no
+    counted against the night by :func:`record_failure` (``run_id``: the monitor run) unless
+    ``count_failures`` is false (``fbk drift``: a person retrying while fixing it). When no
     night could be measured or skipped and an error other than :class:`DriftInputError`
     occurred (registry down, ...), the first such error is raised (after counting), so the
     task's retries apply."""
@@ -720,6 +721,8 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
         out["measured"].append(str(meas.save(measurement_path(settings, ds))))
         clear_failure(settings, ds)
     for ds, why in out["failed"].items():  # counted before any raise, so a night that always raises is given up too
+        if not count_failures:
+            continue
         note = record_failure(settings, ds, why, run_id)
         if note["given_up"]:
             out["failed"][ds] = (f"{why} [{note['failures']} runs failed on this night: no longer checked automatically; "
@@ -733,8 +736,9 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
 
 def run_drift_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None) -> dict[str, Any]:
     """Measure and decide several nights (``fbk drift`` without ``--ds``):
-    ``{"nights": [summaries, oldest first], "skipped": {...}, "failed": {...}}``."""
-    done = measure_nights(settings, nights, use_encoder)
+    ``{"nights": [summaries, oldest first], "skipped": {...}, "failed": {...}}``. A failure is
+    reported, not counted towards ``drift.max_night_failures``: only ``feedback_monitor`` runs count."""
+    done = measure_nights(settings, nights, use_encoder, count_failures=False)
     summaries = decide_nights(settings, [NightMeasurement.load(f) for f in done["measured"]])
     return {"nights": summaries, "skipped": done["skipped"], "failed": done["failed"]}
 

@@ -119,9 +119,10 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
             res = tr.fine_tune(train["text"].tolist(), train["label"].tolist(), dev["text"].tolist(),
                                dev["label"].tolist(), classes, settings, base_model, train_weights=weights)
             mlflow.log_params({"transformer.base_model_path": res.base_model, "transformer.device": res.device,
-                               "transformer.threads": res.threads, "transformer.cpu_bf16_used": res.cpu_bf16})
-            if res.cpu_bf16_probe:
-                mlflow.log_metrics(res.cpu_bf16_probe)
+                               "transformer.threads": res.threads, "transformer.cpu_bf16_used": res.cpu_bf16,
+                               "transformer.rdrop_alpha_used": res.rdrop_alpha})
+            if res.cpu_bf16_probe or res.epoch_probe:
+                mlflow.log_metrics({**res.cpu_bf16_probe, **res.epoch_probe})
             for h in res.history:
                 mlflow.log_metrics({"dev_macro_f1_epoch": h["dev_macro_f1"], "train_loss_epoch": h["train_loss"],
                                     "epoch_seconds": h["epoch_seconds"]}, step=h["epoch"])

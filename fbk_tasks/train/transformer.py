@@ -132,6 +132,44 @@ def choose_cpu_bf16(setting: str, step: Callable[[bool], None], rounds: int = 3,
     return chosen, {"cpu_bf16_probe_fp32_seconds": fp32_s, "cpu_bf16_probe_bf16_seconds": bf16_s}
 
 
+def fit_rdrop_to_budget(budget_minutes: float | None, batches_per_epoch: int, step: Callable[[bool], None],
+                        rounds: int = 3, clock: Callable[[], float] = time.perf_counter) -> tuple[bool, dict[str, float]]:
+    """Whether R-Drop stays on for this CPU run (``train.max_epoch_minutes``), and the probe's figures.
+
+    ``step(rdrop)`` is one forward and backward pass on a typical batch (twice over with R-Drop),
+    in the precision training will use. It runs once to warm up, then ``rounds`` times; the median
+    step times ``batches_per_epoch`` estimates an epoch's training steps. When that is over the
+    budget, R-Drop is left out of the run, and the step without it is timed too, for the log.
+    R-Drop costs about twice a step (1.9-2.1x, ``bench_train.py --part speed``): in fp32 on a
+    2-core AVX2 CPU an airline epoch takes about 8 min with it instead of 4.3-4.7; it gained 0.2-0.5
+    point of macro-F1 (docs/training.md). None: no probe, R-Drop as set."""
+    if budget_minutes is None:
+        return True, {}
+
+    def median_step(rdrop: bool) -> float:
+        step(rdrop)
+        timed = []
+        for _ in range(rounds):
+            t0 = clock()
+            step(rdrop)
+            timed.append(clock() - t0)
+        return float(np.median(timed))
+
+    with_s = median_step(True)
+    figures = {"epoch_probe_rdrop_step_seconds": with_s, "epoch_estimate_rdrop_minutes": with_s * batches_per_epoch / 60}
+    if figures["epoch_estimate_rdrop_minutes"] <= budget_minutes:
+        log.info("train.max_epoch_minutes=%g: an epoch with R-Drop takes about %.1f min here: R-Drop on", budget_minutes,
+                 figures["epoch_estimate_rdrop_minutes"])
+        return True, figures
+    without_s = median_step(False)
+    figures.update(epoch_probe_step_seconds=without_s, epoch_estimate_minutes=without_s * batches_per_epoch / 60)
+    log.warning("train.max_epoch_minutes=%g: an epoch with R-Drop would take about %.1f min here (%.2f s a step): "
+                "R-Drop is off for this run, about %.1f min an epoch without it%s", budget_minutes,
+                figures["epoch_estimate_rdrop_minutes"], with_s, figures["epoch_estimate_minutes"],
+                " (still over the budget)" if figures["epoch_estimate_minutes"] > budget_minutes else "")
+    return False, figures
+
+
 def probe_rows(lengths: Sequence[int], batch_size: int) -> np.ndarray:
     """The ``batch_size`` rows around the median length: a typical batch for ``choose_cpu_bf16``."""
     order = np.argsort(np.asarray(lengths), kind="stable")
@@ -288,6 +326,8 @@ class FineTuneResult:
     dev_macro_f1_before_bias: float | None = None
     cpu_bf16: bool = False  # whether CPU training ran under bf16 autocast (train.cpu_bf16, probed when auto)
     cpu_bf16_probe: dict[str, float] = field(default_factory=dict)
+    rdrop_alpha: float = 0.0  # the R-Drop weight the run trained with (0 when train.max_epoch_minutes turned it off)
+    epoch_probe: dict[str, float] = field(default_factory=dict)  # fit_rdrop_to_budget's figures
 
 
 def layer_depth(name: str, n_layers: int) -> int:
@@ -421,21 +461,24 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
                 torch.tensor([w for _, _, w in items], dtype=torch.float32))
 
     model.train()
-    cpu_bf16, bf16_probe = False, {}
+    cpu_bf16, bf16_probe, rdrop, epoch_probe = False, {}, t.rdrop_alpha, {}
     if device.type == "cpu":
         rows = probe_rows(lengths, batch_size)
         p_ids, p_mask = pad_batch([enc[i] for i in rows], pad_id)
-        if t.rdrop_alpha:
-            p_ids, p_mask = torch.cat([p_ids, p_ids]), torch.cat([p_mask, p_mask])
         p_labels = torch.as_tensor(y[rows], dtype=torch.long)
 
-        def probe_step(bf16: bool) -> None:
+        def probe_pass(bf16: bool, alpha: float) -> None:
+            ids, mask = (torch.cat([p_ids, p_ids]), torch.cat([p_mask, p_mask])) if alpha else (p_ids, p_mask)
             with _autocast(device, bf16):
-                logits = model(input_ids=p_ids, attention_mask=p_mask).logits.float()
-            batch_loss(logits, p_labels, torch.ones(len(rows)), class_w, t.rdrop_alpha).backward()
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            batch_loss(logits, p_labels, torch.ones(len(rows)), class_w, alpha).backward()
             model.zero_grad(set_to_none=True)
 
-        cpu_bf16, bf16_probe = choose_cpu_bf16(t.cpu_bf16, probe_step)
+        cpu_bf16, bf16_probe = choose_cpu_bf16(t.cpu_bf16, lambda bf16: probe_pass(bf16, t.rdrop_alpha))
+        if t.rdrop_alpha:
+            keep, epoch_probe = fit_rdrop_to_budget(t.max_epoch_minutes, batches_per_epoch,
+                                                    lambda on: probe_pass(cpu_bf16, t.rdrop_alpha if on else 0.0))
+            rdrop = t.rdrop_alpha if keep else 0.0
     seed_everything(t.seed)  # dropout draws from here on do not depend on whether a probe ran
 
     dataset = _Encoded(enc, y, row_w)
@@ -446,8 +489,9 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
     epoch_seconds: list[float] = []
     step, seen = 0, 0
     start = time.perf_counter()
-    log.info("fine-tuning %s on %s (%d threads%s): %d rows, batch %d, %d steps, pooling %s, %d trainable parameters",
-             base, device, threads, ", bf16 autocast" if cpu_bf16 else "", len(enc), batch_size, total_steps, t.pooling,
+    log.info("fine-tuning %s on %s (%d threads%s%s): %d rows, batch %d, %d steps, pooling %s, %d trainable parameters",
+             base, device, threads, ", bf16 autocast" if cpu_bf16 else "", f", R-Drop {rdrop:g}" if rdrop else "", len(enc),
+             batch_size, total_steps, t.pooling,
              sum(p.numel() for p in params))
     for epoch in range(1, n_epochs + 1):
         ep_start = time.perf_counter()
@@ -467,11 +511,11 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             if step >= total_steps:
                 break
             ids, mask, labels, row_weights = (x.to(device, non_blocking=True) for x in (ids, mask, labels, row_weights))
-            if t.rdrop_alpha:  # the batch twice in one pass: two dropout masks
+            if rdrop:  # the batch twice in one pass: two dropout masks
                 ids, mask = torch.cat([ids, ids]), torch.cat([mask, mask])
             with _autocast(device, cpu_bf16):
                 logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            loss = batch_loss(logits, labels, row_weights, class_w, t.rdrop_alpha)
+            loss = batch_loss(logits, labels, row_weights, class_w, rdrop)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -534,6 +578,7 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         epochs_run=len(history), best_epoch=best_epoch, best_dev_macro_f1=best_f1, train_seconds=train_seconds,
         epoch_seconds=epoch_seconds, samples_per_second=seen / max(sum(epoch_seconds), 1e-9), history=history,
         class_bias=class_bias, dev_macro_f1_before_bias=f1_before, cpu_bf16=cpu_bf16, cpu_bf16_probe=bf16_probe,
+        rdrop_alpha=rdrop, epoch_probe=epoch_probe,
     )
 
 

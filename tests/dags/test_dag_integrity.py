@@ -46,3 +46,29 @@ def test_dag_module_imports_nothing_heavy(path):
     ) % (str(DAGS), str(path), HEAVY)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, f"{path.name} imports heavy modules at top level: {proc.stdout} {proc.stderr[-2000:]}"
+
+
+def _cron(dag) -> str:
+    """The cron of a DAG's clock schedule (alone, or beside its assets)."""
+    timetable = getattr(dag.timetable, "timetable", dag.timetable)  # AssetOrTimeSchedule wraps one
+    assert (type(timetable).__name__, timetable.timezone) == ("CronTriggerTimetable", "UTC"), timetable
+    return timetable.expression
+
+
+def test_clock_schedules_come_from_the_settings(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    default = {d: _cron(DagBag(dag_folder=str(DAGS / f"{d}.py")).dags[d])
+               for d in ("feedback_ingest", "feedback_score", "feedback_train")}
+    assert default == {"feedback_ingest": "0 0 * * *", "feedback_score": "0 3 * * *", "feedback_train": "0 3 * * 0"}
+    crons = {"INGEST": "15 1 * * *", "SCORE": "45 4 * * *", "TRAIN": "0 5 * * 6"}
+    for name, cron in crons.items():
+        monkeypatch.setenv(f"FBK_SCHEDULE__{name}_CRON", cron)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    assert {d: _cron(bag.dags[d]) for d in default} == {
+        "feedback_ingest": "15 1 * * *", "feedback_score": "45 4 * * *", "feedback_train": "0 5 * * 6"}
+    assert type(bag.dags["feedback_monitor"].timetable).__name__ == "AssetTriggeredTimetable"  # no clock
+    monkeypatch.setenv("FBK_SCHEDULE__SCORE_CRON", "every night")  # refused by the settings, not by parsing:
+    bag = DagBag(dag_folder=str(DAGS / "feedback_score.py"))     # the default, and the tasks fail with the reason
+    assert not bag.import_errors and _cron(bag.dags["feedback_score"]) == "0 3 * * *"

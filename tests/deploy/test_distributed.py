@@ -11,6 +11,7 @@ Everything it starts is torn down (process groups, databases, Redis db) and chec
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import os
 import shutil
@@ -226,8 +227,8 @@ def test_nightly_chain_follows_its_assets_on_the_real_scheduler(services_up, tmp
     -> the scheduler creates a feedback_score run -> its Asset('review_scores') -> a
     feedback_monitor run, which finds the drifted night and emits Asset('retrain_requested') ->
     a feedback_train run, which trains on the cluster. Each DAG is unpaused first and its own
-    cron run (catchup off: the latest past slot) is let finish, so that the asset-triggered runs
-    are the only other runs: the reference night 03-01 is written to the lake directly and a
+    cron run (catchup off: the latest past slot, set 12 hours back by schedule.*_cron) is let
+    finish, so that the asset-triggered runs are the only other runs: the reference night 03-01 is written to the lake directly and a
     keyword champion registered; the weekly training run may promote a tiny model over it; the
     nightly scoring run scores 03-01; then 03-02 (a new product category on 60% of rows) lands."""
     from fbk_tasks.demo.generator import DriftSpec, generate_reviews, write_reviews
@@ -236,7 +237,11 @@ def test_nightly_chain_follows_its_assets_on_the_real_scheduler(services_up, tmp
     texts = [str(t) for t in generate_reviews(400, seed=99, ds="2026-03-01")["text"]]
     small = {"FBK_DRIFT__REFERENCE_MAX_ROWS": "200", "FBK_DRIFT__DOMAIN_MAX_ROWS": "80", "FBK_DRIFT__MIN_BATCH_ROWS": "100",
              "FBK_DRIFT__MIN_CATEGORY_ROWS": "60", "FBK_DRIFT__DOMAIN_CV_FOLDS": "3", "FBK_DRIFT__USE_ENCODER": "false"}
-    extra = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True", **small,
+    # clock slots 12 hours from now either way: each DAG's one cron run is the slot 12 hours ago (catchup
+    # off), and no slot passes while the test runs, whatever the time of day
+    away = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=12)
+    crons = {f"FBK_SCHEDULE__{d}_CRON": f"{away.minute} {away.hour} * * *" for d in ("INGEST", "SCORE", "TRAIN")}
+    extra = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True", **small, **crons,
              **cluster_mod.tiny_env(cluster_mod.build_tiny_base_model(workdir / "tiny-bert", texts), gpu_queue=False)}
     cluster = cluster_mod.Cluster(workdir, dags=("feedback_ingest", "feedback_train", "feedback_score", "feedback_monitor"),
                                   extra_env=extra, default_workers=1)
@@ -260,6 +265,7 @@ def test_nightly_chain_follows_its_assets_on_the_real_scheduler(services_up, tmp
         for dag_id in ("feedback_ingest", "feedback_train", "feedback_score"):
             cluster.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
             run = _wait_for_run(cluster, dag_id, "scheduled", timeout=120)
+            assert run["logical_date"].startswith(away.strftime("%Y-%m-%dT%H:%M")), run  # the slot set in the settings
             cron[dag_id] = cluster.wait_run(dag_id, run["dag_run_id"], timeout=420)
         cluster.api("PATCH", "/dags/feedback_monitor", {"is_paused": False})  # nothing runs it but the asset event
         assert cluster.api("GET", "/dags/feedback_monitor/dagRuns")["dag_runs"] == []

@@ -279,3 +279,25 @@ def test_a_night_that_always_raises_is_counted_although_the_error_is_raised(sett
         assert monitor.read_failure(settings, "2026-03-01")["failures"] == run
     assert monitor.read_failure(settings, "2026-03-01")["given_up"]
     assert nights_to_check(settings, "2026-03-01", 7) == []
+
+
+def test_fbk_drift_reports_a_failing_night_without_counting_it(settings, monkeypatch):
+    """A person running `fbk drift` again and again while fixing a night must not give it up:
+    only feedback_monitor runs count towards drift.max_night_failures."""
+    import fbk_tasks.drift.monitor as monitor
+    from fbk_tasks.cli import main
+
+    def fake(settings_, ds, use_encoder=None):
+        raise monitor.DriftInputError(f"curated partition {ds} is unreadable")
+
+    monkeypatch.setattr(monitor, "measure_night", fake)
+    monkeypatch.setattr(settings.drift, "max_night_failures", 1)
+    monkeypatch.setattr("fbk_tasks.settings.load_settings", lambda *a, **kw: settings)
+    _score(settings, "2026-03-01", 1)
+    for _ in range(3):
+        assert main(["drift", "--no-encoder"]) == 2  # the reason is printed; exit 2 as for any user error
+    assert monitor.read_failure(settings, "2026-03-01") is None
+    assert nights_to_check(settings, "2026-03-01", 7) == ["2026-03-01"]
+    done = monitor.measure_nights(settings, ["2026-03-01"], run_id="monitor-run")  # a monitor run counts
+    assert "no longer checked automatically" in done["failed"]["2026-03-01"]
+    assert nights_to_check(settings, "2026-03-01", 7) == []

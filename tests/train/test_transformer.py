@@ -129,6 +129,27 @@ def test_the_bf16_probe_does_not_change_what_training_learns(train_env, monkeypa
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize(("with_rdrop", "without", "budget", "kept"), [
+    (0.5, 0.2, 5.0, True),     # 600 batches x 0.5 s = 5.0 min: fits
+    (1.8, 0.8, 5.0, False),    # fp32 on a 2-core AVX2 CPU: 18 min with R-Drop -> off (8 min, still over)
+    (1.8, 0.8, None, True),    # no budget: no probe, R-Drop as set
+])
+def test_rdrop_stays_on_only_when_an_epoch_with_it_fits_the_budget(with_rdrop, without, budget, kept):
+    from fbk_tasks.train import transformer
+
+    clock = _FakeClock(without, with_rdrop)  # the fake's "bf16" flag stands for "R-Drop on" here
+    chosen, figures = transformer.fit_rdrop_to_budget(budget, 600, clock.step, rounds=3, clock=clock)
+    assert chosen is kept
+    if budget is None:
+        assert clock.calls == [] and figures == {}
+        return
+    expected = {"epoch_probe_rdrop_step_seconds": with_rdrop, "epoch_estimate_rdrop_minutes": with_rdrop * 10}
+    if not kept:
+        expected.update(epoch_probe_step_seconds=without, epoch_estimate_minutes=without * 10)
+    assert figures == pytest.approx(expected)
+    assert clock.calls == [True] * 4 + ([] if kept else [False] * 4)  # a warm-up step, then three timed
+
+
 def _fine_tune(train_env, monkeypatch, **env):
     from fbk_tasks.train.transformer import fine_tune
 
@@ -338,3 +359,20 @@ def test_early_stopping_stops_after_patience_epochs_without_a_gain(train_env, mo
     s, res = _fine_tune(train_env, monkeypatch, epochs="4", early_stopping_patience="1", pooling="cls")
     assert res.epochs_run == 2 and res.best_epoch == 1
     assert [h["dev_macro_f1"] for h in res.history] == [0.6, 0.5]
+
+
+def test_over_the_epoch_budget_the_run_trains_as_without_rdrop(train_env, monkeypatch):
+    """The budget probe runs real passes on the model; a run it turns R-Drop off for must be the
+    very run that rdrop_alpha=0 gives (and one that fits keeps R-Drop)."""
+    _, over = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="1e-9")
+    assert over.rdrop_alpha == 0.0
+    assert set(over.epoch_probe) == {"epoch_probe_rdrop_step_seconds", "epoch_estimate_rdrop_minutes",
+                                     "epoch_probe_step_seconds", "epoch_estimate_minutes"}
+    _, plain = _fine_tune(train_env, monkeypatch, rdrop_alpha="0", max_epoch_minutes="1e-9")
+    assert plain.epoch_probe == {}  # nothing to decide, no probe
+    for (name, a), b in zip(over.model.state_dict().items(), plain.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    _, within = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="600")
+    assert within.rdrop_alpha == 1.0 and set(within.epoch_probe) == {"epoch_probe_rdrop_step_seconds",
+                                                                      "epoch_estimate_rdrop_minutes"}
+    assert any(not torch.equal(a, b) for a, b in zip(within.model.state_dict().values(), plain.model.state_dict().values()))
