@@ -262,11 +262,24 @@ class DriftSettings(_Section):
         return self
 
 
+_CRON_PRESETS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+
+
 def _check_cron(value: str) -> str:
+    """Five fields (or an Airflow preset) that fire: croniter also takes a sixth field as seconds
+    ('0 0 3 * * *' would fire every second of a minute) and dates that never come ('0 3 31 2 *'),
+    on which Airflow's scheduler would fail instead of parsing."""
     from croniter import croniter
 
-    if not croniter.is_valid(value):
-        raise ValueError(f"not a cron expression: {value!r} (five fields, e.g. '0 3 * * *')")
+    if value.strip() not in _CRON_PRESETS:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"not a five-field cron expression: {value!r} (e.g. '0 3 * * *', minute hour day month weekday)")
+        try:
+            it = croniter(value)
+            it.get_next()
+            it.get_prev()
+        except Exception as exc:  # noqa: BLE001 - croniter's CroniterBadDateError and kin
+            raise ValueError(f"cron {value!r} never fires ({exc})") from None
     return value
 
 
@@ -294,6 +307,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FBK_",
         env_nested_delimiter="__",
+        env_parse_none_str="null",  # FBK_TRAIN__MAX_EPOCH_MINUTES=null: None, as `null` in the YAML
         extra="forbid",
         validate_assignment=True,
     )

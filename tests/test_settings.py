@@ -73,3 +73,23 @@ def test_readme_lists_every_setting():
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     missing = [k for k, _, _ in describe_settings() if f"`{k}`" not in readme]
     assert not missing, f"README.md does not document: {missing} (regenerate with scripts/settings_table.py)"
+
+
+@pytest.mark.parametrize("cron", ["0 0 3 * * *", "0 3 * * * 30", "0 3 31 2 *", "every night", "@once"])
+def test_a_schedule_must_be_a_five_field_cron_that_fires(cron):
+    """croniter alone takes a sixth field as seconds and dates that never come; Airflow would
+    then fire every second or fail in the scheduler."""
+    from fbk_tasks.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="schedule.score_cron"):
+        load_settings(schedule={"score_cron": cron})
+    for ok in ("30 1 * * *", "@daily", "0 3 * * 0", "*/15 2-4 * * 1-5"):
+        assert load_settings(schedule={"score_cron": ok}).schedule.score_cron == ok
+
+
+def test_null_in_the_environment_is_none(monkeypatch):
+    from fbk_tasks.settings import load_settings
+
+    assert load_settings().train.max_epoch_minutes == 5.0
+    monkeypatch.setenv("FBK_TRAIN__MAX_EPOCH_MINUTES", "null")
+    assert load_settings().train.max_epoch_minutes is None

@@ -479,6 +479,8 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
             keep, epoch_probe = fit_rdrop_to_budget(t.max_epoch_minutes, batches_per_epoch,
                                                     lambda on: probe_pass(cpu_bf16, t.rdrop_alpha if on else 0.0))
             rdrop = t.rdrop_alpha if keep else 0.0
+            if not keep and bf16_probe:  # cpu_bf16=auto timed doubled batches: choose again as a run without R-Drop would
+                cpu_bf16, bf16_probe = choose_cpu_bf16(t.cpu_bf16, lambda bf16: probe_pass(bf16, 0.0))
     seed_everything(t.seed)  # dropout draws from here on do not depend on whether a probe ran
 
     dataset = _Encoded(enc, y, row_w)

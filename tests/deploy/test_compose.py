@@ -233,6 +233,17 @@ def test_fbk_variables_are_real_settings(services):
         assert key in keys, f"{name} maps to {key!r}, which is no setting (see describe_settings())"
 
 
+def test_env_example_values_load_as_settings(monkeypatch):
+    """The example values themselves are valid (compose strips the quotes), e.g. the crons."""
+    from fbk_tasks.settings import load_settings
+
+    for key, value in _env_example().items():
+        if key.startswith("FBK_") and value:
+            monkeypatch.setenv(key, value.strip('"'))
+    s = load_settings()
+    assert (s.schedule.ingest_cron, s.schedule.score_cron, s.schedule.train_cron) == ("0 0 * * *", "0 3 * * *", "0 3 * * 0")
+
+
 def test_every_compose_variable_is_in_env_example():
     used = set(VAR_RE.findall(COMPOSE.read_text()))
     # `$${X}` is an escaped literal for the container's shell, not a compose variable

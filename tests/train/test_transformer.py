@@ -363,16 +363,51 @@ def test_early_stopping_stops_after_patience_epochs_without_a_gain(train_env, mo
 
 def test_over_the_epoch_budget_the_run_trains_as_without_rdrop(train_env, monkeypatch):
     """The budget probe runs real passes on the model; a run it turns R-Drop off for must be the
-    very run that rdrop_alpha=0 gives (and one that fits keeps R-Drop)."""
-    _, over = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="1e-9")
+    very run that rdrop_alpha=0 gives, and one that fits must be the run without a probe
+    (precision fixed: cpu_bf16=auto could pick differently by timing)."""
+    _, over = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="1e-9", cpu_bf16="off")
     assert over.rdrop_alpha == 0.0
     assert set(over.epoch_probe) == {"epoch_probe_rdrop_step_seconds", "epoch_estimate_rdrop_minutes",
                                      "epoch_probe_step_seconds", "epoch_estimate_minutes"}
-    _, plain = _fine_tune(train_env, monkeypatch, rdrop_alpha="0", max_epoch_minutes="1e-9")
+    _, plain = _fine_tune(train_env, monkeypatch, rdrop_alpha="0", max_epoch_minutes="1e-9", cpu_bf16="off")
     assert plain.epoch_probe == {}  # nothing to decide, no probe
     for (name, a), b in zip(over.model.state_dict().items(), plain.model.state_dict().values()):
         assert torch.equal(a, b), name
-    _, within = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="600")
+    _, within = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="600", cpu_bf16="off")
     assert within.rdrop_alpha == 1.0 and set(within.epoch_probe) == {"epoch_probe_rdrop_step_seconds",
                                                                       "epoch_estimate_rdrop_minutes"}
+    _, unprobed = _fine_tune(train_env, monkeypatch, rdrop_alpha="1.0", max_epoch_minutes="null", cpu_bf16="off")
+    assert unprobed.epoch_probe == {} and unprobed.rdrop_alpha == 1.0
+    for (name, a), b in zip(within.model.state_dict().items(), unprobed.model.state_dict().values()):
+        assert torch.equal(a, b), name
     assert any(not torch.equal(a, b) for a, b in zip(within.model.state_dict().values(), plain.model.state_dict().values()))
+
+
+def test_a_run_that_drops_rdrop_chooses_its_precision_without_it(train_env, monkeypatch):
+    """cpu_bf16=auto first times R-Drop's doubled batches; when the budget then drops R-Drop, the
+    precision is chosen again on plain batches, as a run with rdrop_alpha=0 would."""
+    from transformers import BertForSequenceClassification
+
+    from fbk_tasks.train import transformer
+
+    sizes, probes = [], []
+    forward, real = BertForSequenceClassification.forward, transformer.choose_cpu_bf16
+
+    def spy(self, *a, **kw):
+        sizes.append(kw["input_ids"].shape[0])
+        return forward(self, *a, **kw)
+
+    def recording(setting, step, **kw):
+        start = len(sizes)
+        out = real(setting, step, **kw)
+        probes.append(sorted(set(sizes[start:])))
+        return out
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", spy)
+    monkeypatch.setattr(transformer, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(transformer, "choose_cpu_bf16", recording)
+    _, res = _fine_tune(train_env, monkeypatch, cpu_bf16="auto", rdrop_alpha="1.0", max_epoch_minutes="1e-9")
+    assert res.rdrop_alpha == 0.0 and probes == [[32], [16]]  # batch 16 doubled, then plain
+    probes.clear()
+    _, res = _fine_tune(train_env, monkeypatch, cpu_bf16="auto", rdrop_alpha="1.0", max_epoch_minutes="600")
+    assert res.rdrop_alpha == 1.0 and probes == [[32]]  # R-Drop kept: chosen once, on what it trains
