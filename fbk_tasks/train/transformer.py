@@ -103,6 +103,22 @@ def use_cpu_bf16(setting: str) -> bool:
     return setting == "on" or (setting == "auto" and cpu_has_bf16())
 
 
+def median_step_seconds(step: Callable[[bool], None], variants: Sequence[bool], rounds: int,
+                        clock: Callable[[], float]) -> dict[bool, float]:
+    """Median seconds of ``step(v)`` for each of ``variants``: each runs once to warm up, then
+    ``rounds`` times, the variants alternating within each round (so that a burst of load lands
+    on all of them alike). The probes of ``choose_cpu_bf16`` and ``fit_rdrop_to_budget``."""
+    for v in variants:
+        step(v)
+    timed: dict[bool, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            t0 = clock()
+            step(v)
+            timed[v].append(clock() - t0)
+    return {v: float(np.median(t)) for v, t in timed.items()}
+
+
 def choose_cpu_bf16(setting: str, step: Callable[[bool], None], rounds: int = 3, min_gain: float = 1.05,
                     clock: Callable[[], float] = time.perf_counter) -> tuple[bool, dict[str, float]]:
     """Whether CPU training runs under bf16 autocast, and the probe's timings.
@@ -117,15 +133,8 @@ def choose_cpu_bf16(setting: str, step: Callable[[bool], None], rounds: int = 3,
         return setting == "on", {}
     if not cpu_has_bf16():
         return False, {}
-    step(False)
-    step(True)
-    timed: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for bf16 in (False, True):
-            t0 = clock()
-            step(bf16)
-            timed[bf16].append(clock() - t0)
-    fp32_s, bf16_s = float(np.median(timed[False])), float(np.median(timed[True]))
+    median = median_step_seconds(step, (False, True), rounds, clock)
+    fp32_s, bf16_s = median[False], median[True]
     chosen = bf16_s * min_gain <= fp32_s
     log.info("train.cpu_bf16=auto: probe step %.3f s in fp32, %.3f s in bf16 -> %s", fp32_s, bf16_s,
              "bf16 autocast" if chosen else "fp32")
@@ -145,23 +154,13 @@ def fit_rdrop_to_budget(budget_minutes: float | None, batches_per_epoch: int, st
     point of macro-F1 (docs/training.md). None: no probe, R-Drop as set."""
     if budget_minutes is None:
         return True, {}
-
-    def median_step(rdrop: bool) -> float:
-        step(rdrop)
-        timed = []
-        for _ in range(rounds):
-            t0 = clock()
-            step(rdrop)
-            timed.append(clock() - t0)
-        return float(np.median(timed))
-
-    with_s = median_step(True)
+    with_s = median_step_seconds(step, (True,), rounds, clock)[True]
     figures = {"epoch_probe_rdrop_step_seconds": with_s, "epoch_estimate_rdrop_minutes": with_s * batches_per_epoch / 60}
     if figures["epoch_estimate_rdrop_minutes"] <= budget_minutes:
         log.info("train.max_epoch_minutes=%g: an epoch with R-Drop takes about %.1f min here: R-Drop on", budget_minutes,
                  figures["epoch_estimate_rdrop_minutes"])
         return True, figures
-    without_s = median_step(False)
+    without_s = median_step_seconds(step, (False,), rounds, clock)[False]
     figures.update(epoch_probe_step_seconds=without_s, epoch_estimate_minutes=without_s * batches_per_epoch / 60)
     log.warning("train.max_epoch_minutes=%g: an epoch with R-Drop would take about %.1f min here (%.2f s a step): "
                 "R-Drop is off for this run, about %.1f min an epoch without it%s", budget_minutes,
