@@ -583,9 +583,9 @@ def read_failure(settings: Settings, ds: str) -> dict[str, Any] | None:
         return None
 
 
-def record_failure(settings: Settings, ds: str, error: str, run_id: str | None = None) -> dict[str, Any]:
+def record_failure(settings: Settings, ds: str, error: str, run_id: str) -> dict[str, Any]:
     """Count a monitor run that could not measure night ``ds`` (a run counts once, however many
-    task attempts it makes: ``run_id``; None counts every call; ``fbk drift`` does not count).
+    task attempts it makes: ``run_id``; ``fbk drift`` has none and does not count).
     At ``drift.max_night_failures`` runs the night is ``given_up``: :func:`nights_to_check` no
     longer lists it for that scoring version, so it stops taking a place and alerting every run.
     A run with ``ds`` set (or ``fbk drift --ds``) still measures it; a measurement clears the note."""
@@ -601,9 +601,8 @@ def record_failure(settings: Settings, ds: str, error: str, run_id: str | None =
         # (an older night's count carries over a re-scoring that changes nothing about its failure)
         note = {"ds": ds, "runs": [], "first_at": None}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    key = run_id or f"call-{now}-{len(note['runs'])}"
-    if key not in note["runs"]:
-        note["runs"].append(key)
+    if run_id not in note["runs"]:
+        note["runs"].append(run_id)
     limit = settings.drift.max_night_failures
     note.update(model_version=version, last_error=error, at=now, first_at=note["first_at"] or now,
                 failures=len(note["runs"]), given_up=len(note["runs"]) >= limit)
@@ -687,13 +686,13 @@ def nights_to_check(settings: Settings, upto: str, limit: int) -> list[str]:
 
 
 def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | None = None,
-                   run_id: str | None = None, count_failures: bool = True) -> dict[str, Any]:
+                   run_id: str | None = None) -> dict[str, Any]:
     """Measure each night, oldest first, and save its measurement (``measurement_path``). Returns (JSON-able)
     ``{"measured": [measurement files], "skipped": {ds: why}, "failed": {ds: why}}``: a night
     without a reference is skipped (and noted); any other error is a failure of that night only
     (one broken night, e.g. an old version whose artifacts are gone, must not hide the others),
-    counted against the night by :func:`record_failure` (``run_id``: the monitor run) unless
-    ``count_failures`` is false (``fbk drift``: a person retrying while fixing it). When no
+    counted against the night by :func:`record_failure` when ``run_id`` (the ``feedback_monitor``
+    run) is given; None (``fbk drift``: a person retrying while fixing it) does not count. When no
     night could be measured or skipped and an error other than :class:`DriftInputError`
     occurred (registry down, ...), the first such error is raised (after counting), so the
     task's retries apply."""
@@ -721,7 +720,7 @@ def measure_nights(settings: Settings, nights: list[str], use_encoder: bool | No
         out["measured"].append(str(meas.save(measurement_path(settings, ds))))
         clear_failure(settings, ds)
     for ds, why in out["failed"].items():  # counted before any raise, so a night that always raises is given up too
-        if not count_failures:
+        if run_id is None:
             continue
         note = record_failure(settings, ds, why, run_id)
         if note["given_up"]:
@@ -738,7 +737,7 @@ def run_drift_nights(settings: Settings, nights: list[str], use_encoder: bool | 
     """Measure and decide several nights (``fbk drift`` without ``--ds``):
     ``{"nights": [summaries, oldest first], "skipped": {...}, "failed": {...}}``. A failure is
     reported, not counted towards ``drift.max_night_failures``: only ``feedback_monitor`` runs count."""
-    done = measure_nights(settings, nights, use_encoder, count_failures=False)
+    done = measure_nights(settings, nights, use_encoder)
     summaries = decide_nights(settings, [NightMeasurement.load(f) for f in done["measured"]])
     return {"nights": summaries, "skipped": done["skipped"], "failed": done["failed"]}
 
