@@ -63,9 +63,9 @@ def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classe
         values = frame[col].fillna("<none>").astype(str).to_numpy()
         for val in sorted(set(values)):
             m = values == val
-            if m.sum() >= min_rows:  # over the classes the slice holds or was given (a binary source's
-                # slice has no neutral: counting its F1 as 0 would understate the slice by a third)
-                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=_present(classes, y_true[m], y_pred[m]),
+            if m.sum() >= min_rows:  # over the classes the slice holds (a binary source's slice has no
+                # neutral: counting its F1 as 0 would understate the slice by a third)
+                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=_present(classes, y_true[m]),
                                                      average="macro", zero_division=0))
     return out
 
@@ -75,11 +75,13 @@ def _reported(classes: list[str], y_true: np.ndarray) -> list[str]:
     return list(classes) + sorted(set(y_true) - set(classes))
 
 
-def _present(classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> list[str]:
-    """The labels a macro average runs over: those of :func:`_reported` found in the true labels
-    or the predictions. A class absent from both says nothing about the model; a true class it
-    cannot predict counts, with F1 0."""
-    seen = set(y_true) | set(y_pred)
+def _present(classes: list[str], y_true: np.ndarray) -> list[str]:
+    """The labels a macro average runs over: those of :func:`_reported` found in the true labels.
+    A true class the model cannot predict counts, with F1 0; a wrong prediction of a class the rows
+    do not hold counts through the recall of the true class, not as a class of its own with F1 0
+    (one stray neutral in a binary slice would otherwise cost a third of its score). Every model
+    scored on the same rows is averaged over the same classes."""
+    seen = set(y_true)
     return [c for c in _reported(classes, y_true) if c in seen]
 
 
@@ -98,7 +100,7 @@ def evaluate(
         for i, c in enumerate(labels)
     }
     return Evaluation(
-        macro_f1=float(f1_score(y_true, y_pred, labels=_present(classes, y_true, y_pred), average="macro", zero_division=0)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=_present(classes, y_true), average="macro", zero_division=0)),
         accuracy=float(accuracy_score(y_true, y_pred)),
         ece=expected_calibration_error(conf, y_true == y_pred, ece_bins),
         per_class=per_class,

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sklearn.metrics import f1_score
 
 from fbk_tasks.schema import CURATED_SCHEMA
 from fbk_tasks.train.data import (
@@ -247,3 +248,18 @@ def test_macro_f1_runs_over_the_classes_present():
     assert binary.per_class["neutral"]["f1"] == 0.0 and binary.per_class["neutral"]["support"] == 20
     assert binary.macro_f1 == pytest.approx(sum(binary.per_class[c]["f1"] for c in classes) / 3)
     assert binary.macro_f1 < 0.9 and binary.classes == ["negative", "positive", "neutral"]
+
+
+def test_a_stray_prediction_of_a_class_the_slice_lacks_costs_recall_not_a_third():
+    """One neutral prediction among 60 rows of a binary slice: the slice is still averaged over its
+    two classes (the wrong row lowers the true class's recall), so a 3-class candidate is not
+    refused by the gate's slice check for one row (with the predicted class counted it was 0.66)."""
+    classes = ["negative", "neutral", "positive"]
+    frame = pd.DataFrame({"label": ["negative", "positive"] * 30, "language": ["zh"] * 60})
+    proba = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]] * 30)
+    proba[0] = [0.1, 0.8, 0.1]  # a negative row predicted neutral
+    ev = evaluate(frame, proba, classes, min_slice_rows=20)
+    expected = f1_score(frame["label"], ["neutral"] + list(frame["label"][1:]), labels=["negative", "positive"],
+                        average="macro")
+    assert ev.slices["language=zh"] == pytest.approx(expected) and ev.macro_f1 == pytest.approx(expected)
+    assert ev.macro_f1 > 0.98 and ev.per_class["neutral"]["support"] == 0
