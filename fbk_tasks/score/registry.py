@@ -42,6 +42,16 @@ def configure_mlflow(settings: Settings):
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_registry_uri)
 
 
+def is_missing_alias(exc: Exception) -> bool:
+    """MLflow's answers for "no such model" and "no such alias" (the same from SQL and REST
+    stores); anything else (a locked SQLite store, a tracking server that timed out) is not."""
+    code = getattr(exc, "error_code", None)
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    message = str(exc).lower()
+    return code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
+
+
 def resolve_champion(settings: Settings) -> ModelRef:
     """The version the alias ``settings.score.model_alias`` points at now, as a pinned reference."""
     from mlflow.exceptions import MlflowException
@@ -51,6 +61,8 @@ def resolve_champion(settings: Settings) -> ModelRef:
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
+        if not is_missing_alias(exc):
+            raise  # a registry that could not answer is not "no champion"
         raise NoChampionError(
             f"registered model {name!r} has no version with alias {alias!r} "
             f"(registry {settings.mlflow_registry_uri}): {exc.message if hasattr(exc, 'message') else exc}"

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from fbk_tasks.score.registry import is_missing_alias
 from fbk_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,11 @@ def model_uri(settings: Settings, version: str | int) -> str:
 
 
 def find_version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
-    """The version already registered from ``run_id`` (by its run_id or the fbk.run_id tag)."""
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
+    """The version already registered from ``run_id`` (by its run_id or the fbk.run_id tag).
+
+    A model that does not exist yet has no versions (an empty search); any error propagates, so a
+    registry hiccup fails the task instead of registering the run a second time."""
+    versions = client.search_model_versions(f"name = '{name}'")
     matches = [v for v in versions if v.run_id == run_id or v.tags.get(RUN_ID_TAG) == run_id]
     return min(matches, key=lambda v: int(v.version)) if matches else None
 
@@ -81,10 +82,16 @@ def register(settings: Settings, run_id: str, logged_model_uri: str, tags: dict[
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding ``alias``; None only when the model or the alias does not exist.
+
+    Any other error (a locked SQLite store, an unreachable tracking server) propagates: read as
+    "no champion" it would let the gate promote without comparing and lose the rollback target."""
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if is_missing_alias(exc):
+            return None
+        raise
 
 
 def set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, Any]) -> None:
