@@ -161,10 +161,13 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
                 verdicts[best] = {"verdict": "promoted", "reason": "first champion" if champion is None else
                                   f"beats champion v{champion.version}"}
                 _tag_verdict(client, name, best, verdicts[best], evals[best][0], champ_f1, champion, golden_sha)
-                if champion is not None:
-                    client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
                 client.set_registered_model_alias(name, registry.CHAMPION, best)
                 changed = True
+            if changed and champion is not None:
+                # after the champion moved, and again on a retry: a gate that died between the two
+                # aliases gets `previous` set by its retry; moved first, a refusing retry would
+                # leave previous == champion and the older rollback target lost
+                client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
 
     for c in registered:
         v = c["version"]
@@ -200,9 +203,9 @@ def promote(settings: Settings, version: str | int, reason: str = "manual promot
     champion = registry.alias_version(client, name, registry.CHAMPION)
     if champion is not None and str(champion.version) == version:
         return {"changed": False, "champion_version": version, "previous_version": None}
+    client.set_registered_model_alias(name, registry.CHAMPION, version)
     if champion is not None:
         client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
-    client.set_registered_model_alias(name, registry.CHAMPION, version)
     registry.set_tags(client, name, version, {"fbk.gate.verdict": "promoted-manually", "fbk.gate.reason": reason,
                                               "fbk.gate.at": _now()})
     return {"changed": True, "champion_version": version, "previous_version": None if champion is None else str(champion.version)}
@@ -227,16 +230,11 @@ def rollback(settings: Settings) -> dict[str, Any]:
 def list_versions(settings: Settings) -> list[dict[str, Any]]:
     client = registry.client_for(settings)
     name = settings.mlflow.registered_model_name
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:
-        return []
+    versions = client.search_model_versions(f"name = '{name}'")  # none for a model not registered yet
     aliases: dict[str, list[str]] = {}
-    try:
+    if versions:
         for alias, v in client.get_registered_model(name).aliases.items():
             aliases.setdefault(str(v), []).append(alias)
-    except Exception:
-        pass
     rows = []
     for v in sorted(versions, key=lambda v: int(v.version)):
         rows.append({

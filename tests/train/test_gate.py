@@ -76,20 +76,15 @@ def test_worse_candidate_is_refused_with_tags(train_env):
     assert _aliases(s) == {"champion": first["version"], "challenger": worse["version"]}
 
 
-def test_a_retried_gate_repeats_its_promotion(train_env, monkeypatch):
-    """The gate task fails after it moved the aliases (here: answering retrain requests) and
-    Airflow retries it: the retry gives the same answer (promoted, changed, the previous champion),
-    not 'already champion', so the champion event still goes out."""
-    import fbk_tasks.drift.monitor as monitor
-
-    s = train_env()
+def _champion_and_better_candidate(s) -> tuple[dict, dict]:
+    """A first champion trained on shuffled labels, and a registered candidate trained on the real ones."""
     write_partition(s.curated_dir, make_reviews(240, seed=1))
     assemble(s)  # takes the golden set
     gold_ids = set(current_golden(s).load().review_id)
     frame = read_curated(s, list_partitions(s))
     pool = frame[~frame.review_id.isin(gold_ids)]
     s.labels_dir.mkdir(parents=True)
-    noise = s.labels_dir / "shuffled.csv"  # the first champion learns shuffled labels, the second the real ones
+    noise = s.labels_dir / "shuffled.csv"
     pd.DataFrame({"review_id": pool.review_id, "label": np.random.default_rng(0).permutation(pool.label.to_numpy())}).to_csv(
         noise, index=False)
     first = _baseline(s)
@@ -97,7 +92,45 @@ def test_a_retried_gate_repeats_its_promotion(train_env, monkeypatch):
     noise.unlink()
     second = _baseline(s)
     assert second["golden_macro_f1"] > first["golden_macro_f1"]
+    return first, second
 
+
+def test_a_gate_that_dies_between_the_two_aliases_keeps_the_rollback_target(train_env, monkeypatch):
+    """The champion alias moves first, then ``previous``: a gate that dies in between leaves the new
+    champion in service, and its retry sets ``previous``. (Moving ``previous`` first left
+    previous == champion when the retry refused, and the older rollback target was gone.)"""
+    from mlflow import MlflowClient
+
+    s = train_env()
+    first, second = _champion_and_better_candidate(s)
+    real = MlflowClient.set_registered_model_alias
+    died = []
+
+    def dies_once_before_previous(self, name, alias, version):
+        if alias == registry.PREVIOUS and not died:
+            died.append(version)
+            raise ConnectionError("worker lost")
+        return real(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", dies_once_before_previous)
+    with pytest.raises(ConnectionError):
+        gate_candidates(s, [second])
+    assert _aliases(s) == {"champion": second["version"], "challenger": second["version"]}
+
+    retry = gate_candidates(s, [second])
+    assert retry["changed"] and retry["previous_version"] == first["version"]
+    assert _aliases(s) == {"champion": second["version"], "previous": first["version"], "challenger": second["version"]}
+    assert rollback(s)["champion_version"] == first["version"]
+
+
+def test_a_retried_gate_repeats_its_promotion(train_env, monkeypatch):
+    """The gate task fails after it moved the aliases (here: answering retrain requests) and
+    Airflow retries it: the retry gives the same answer (promoted, changed, the previous champion),
+    not 'already champion', so the champion event still goes out."""
+    import fbk_tasks.drift.monitor as monitor
+
+    s = train_env()
+    first, second = _champion_and_better_candidate(s)
     real = monitor.answer_retrain_requests
     calls = []
 
