@@ -51,11 +51,16 @@ def _classes_of(frame: pd.DataFrame) -> list[str]:
 
 
 def score_on_golden(settings: Settings, uri: str, golden: pd.DataFrame) -> tuple[Evaluation, pd.DataFrame]:
-    """Load ``uri`` in this process and evaluate it on ``golden``."""
+    """Load ``uri`` in this process and evaluate it on ``golden``: PyTorch in fp32 on the CPU, as
+    candidates' golden predictions are made, even on a worker with a GPU (bf16 there)."""
     import mlflow
 
     registry.client_for(settings)
-    pred = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": golden["text"].tolist()}))
+    model = mlflow.pyfunc.load_model(uri)
+    python_model = model.unwrap_python_model()
+    if hasattr(python_model, "use_cpu"):
+        python_model.use_cpu()
+    pred = model.predict(pd.DataFrame({"text": golden["text"].tolist()}))
     classes = _classes_of(pred)
     t = settings.train
     return evaluate(golden, predictions_to_proba(pred, classes), classes, t.min_slice_rows, t.ece_bins), pred

@@ -57,6 +57,7 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         self.max_length: int = int(meta.get("max_length", 128))
         self.batch_size: int = int(meta.get("batch_size", 64))
         self.backend: str = "torch" if self.kind == "transformer" else "sklearn"
+        self.device_preference = "auto"  # PyTorch on CUDA when present; see use_cpu()
         self.onnx_meta: dict[str, Any] | None = None
         self._model: Any = None
         self._session: Any = None
@@ -90,10 +91,21 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
 
             from fbk_tasks.train.transformer import select_device
 
-            self.device = select_device("auto")
+            self.device = select_device(self.device_preference)
             self._model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
             self._model.to(self.device).eval()
         return self._model
+
+    def use_cpu(self) -> None:
+        """Predict with PyTorch in fp32 on the CPU even where CUDA is present (CUDA runs under bf16
+        autocast): how every candidate's golden predictions were made, so the gate compares a
+        champion with a candidate on the same footing whichever worker runs it."""
+        self.device_preference = "cpu"
+        if self._model is not None:
+            from fbk_tasks.train.transformer import select_device
+
+            self.device = select_device("cpu")
+            self._model.to(self.device)
 
     def use_backend(self, requested: str = "auto", threads: int | None = None) -> str:
         """Serve with ``requested`` (``auto``: the export the golden check chose, or PyTorch when

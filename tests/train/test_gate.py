@@ -190,8 +190,11 @@ def test_degenerate_data_registers_nothing_via_cli(train_env, capsys):
     assert list_versions(s) == []
 
 
-def test_transformer_pyfunc_from_registry_matches_memory_and_is_promoted(train_env):
+def test_transformer_pyfunc_from_registry_matches_memory_and_is_promoted(train_env, monkeypatch):
     import mlflow
+    import torch
+
+    from fbk_tasks.train.gate import score_on_golden
 
     s = train_env()
     write_partition(s.curated_dir, make_reviews(240, seed=4))
@@ -210,6 +213,11 @@ def test_transformer_pyfunc_from_registry_matches_memory_and_is_promoted(train_e
     rev = loaded.predict(pd.DataFrame({"text": texts[::-1]}))
     np.testing.assert_allclose(rev.filter(like="prob_").to_numpy()[::-1], got.filter(like="prob_").to_numpy(), atol=1e-5)
     assert np.allclose(got.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
+    with monkeypatch.context() as m:  # a gate on a GPU worker re-scores a champion on the CPU, in fp32, like candidates
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        _, champion_pred = score_on_golden(s, registry.model_uri(s, reg["version"]), golden)
+    np.testing.assert_allclose(champion_pred.filter(like="prob_").to_numpy(), in_memory.filter(like="prob_").to_numpy(),
+                               atol=1e-5)
     # the only candidate, no champion yet: promoted after the fresh-process reload check
     result = gate_candidates(s, [reg])
     assert result["changed"], result
