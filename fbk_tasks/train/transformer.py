@@ -230,6 +230,14 @@ def add_mean_pooling_layer(model, scale: float = 16.0) -> bool:
     return True
 
 
+def position_limit(model, tokenizer) -> int | None:
+    """The longest input ``model`` takes: its position embeddings, or the tokenizer's
+    ``model_max_length`` when that is smaller (RoBERTa-style models reserve two positions)."""
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(limits) if limits else None
+
+
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     texts = model_texts(tokenizer, texts)  # None -> '', and the emoji rule when the tokenizer carries it
     return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
@@ -413,6 +421,11 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         id2label=dict(enumerate(classes)),
         label2id={c: i for i, c in enumerate(classes)},
     )
+    limit = position_limit(model, tokenizer)
+    if limit is not None and t.max_length > limit:
+        raise ValueError(
+            f"train.max_length={t.max_length} is longer than {base} takes ({limit} positions); set train.max_length "
+            f"<= {limit}, or (for a model pre-trained here) pre-train with train.pretrain_max_length >= {t.max_length}")
     if t.pooling == "mean" and not add_mean_pooling_layer(model):
         log.warning("train.pooling=mean: %s has no BERT-style encoder and pooler; keeping its own pooling", base)
     if t.freeze_word_embeddings:

@@ -161,6 +161,13 @@ def _fine_tune(train_env, monkeypatch, **env):
     return s, fine_tune(texts[:200], labels[:200], texts[200:], labels[200:], ["negative", "neutral", "positive"], s)
 
 
+def test_a_max_length_beyond_the_models_positions_is_refused_before_training(train_env, monkeypatch):
+    """The tiny BERT has 64 positions (like a small BERT pre-trained here at pretrain_max_length
+    64): train.max_length 128 is a clear error up front, not an IndexError on the first long text."""
+    with pytest.raises(ValueError, match=r"train.max_length=128 is longer than .* \(64 positions\)"):
+        _fine_tune(train_env, monkeypatch, max_length="128")
+
+
 def test_frozen_word_embeddings_stay_while_the_encoder_trains(train_env, monkeypatch):
     from transformers import AutoModel
 
