@@ -101,7 +101,7 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         autocast): how every candidate's golden predictions were made, so the gate compares a
         champion with a candidate on the same footing whichever worker runs it."""
         self.device_preference = "cpu"
-        if self._model is not None:
+        if self.kind == "transformer" and self._model is not None:
             from fbk_tasks.train.transformer import select_device
 
             self.device = select_device("cpu")
