@@ -76,7 +76,8 @@ def pretrain(prepared_dir: str) -> str | None:
         return None
     from fbk_tasks.train.pretrain import pretrain as run_pretrain
 
-    return run_pretrain(settings)
+    params = get_current_context()["params"]  # the same range as the data the candidates train on
+    return run_pretrain(settings, params.get("ds_from") or None, params.get("ds_to") or None)
 
 
 @task

@@ -53,7 +53,13 @@ class GoldenSet:
     created_at: str
 
     def load(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path)
+        """The golden rows, checked against the content hash they were taken with."""
+        frame = pd.read_parquet(self.path)
+        if content_hash(frame) != self.sha256:
+            raise TrainingDataError(
+                f"golden set {self.path} does not match its recorded sha256 {self.sha256[:12]}: it was changed "
+                "after it was taken; restore it, or re-take it with `fbk golden refresh` (re-scores the champion)")
+        return frame
 
 
 @dataclass
@@ -266,18 +272,36 @@ def stratified_sample(df: pd.DataFrame, n: int, seed: int) -> pd.Index:
 
 
 def current_golden(settings: Settings) -> GoldenSet | None:
-    meta = golden_dir(settings) / "golden.json"
+    """The golden set recorded in ``golden/golden.json``, or None when none was taken yet.
+
+    The file is found beside ``golden.json`` (older records hold an absolute path, honoured when
+    it still exists), so a data directory that moved, or is mounted elsewhere in a container,
+    keeps its golden set. A record whose file is gone is an error, never a reason to draw a new
+    set: that one would come from rows the champion trained on."""
+    root = golden_dir(settings)
+    meta = root / "golden.json"
     if not meta.exists():
         return None
     m = json.loads(meta.read_text())
-    return GoldenSet(Path(m["path"]), m["sha256"], m["rows"], m["rows_per_class"], m["created_at"])
+    recorded = Path(m["path"])
+    path = recorded if recorded.is_absolute() and recorded.exists() else root / recorded.name
+    if not path.exists():
+        raise TrainingDataError(
+            f"{meta} records golden set {recorded.name}, which is missing from {root}: restore it, or re-take the "
+            "golden set with `fbk golden refresh` (re-scores the champion on the new one)")
+    return GoldenSet(path, m["sha256"], m["rows"], m["rows_per_class"], m["created_at"])
 
 
-def take_golden(settings: Settings, labelled: pd.DataFrame) -> GoldenSet:
-    """(Re-)take the golden set from ``labelled``; replaces any existing one."""
+def draw_golden(settings: Settings, labelled: pd.DataFrame) -> pd.DataFrame:
+    """A stratified ``train.golden_fraction`` of ``labelled`` (at most ``golden_max_rows``), not written."""
     t = settings.train
     n = min(t.golden_max_rows, max(len(class_scheme(labelled["label"])), int(round(len(labelled) * t.golden_fraction))))
-    gold = labelled.loc[stratified_sample(labelled, n, t.seed)].sort_values("review_id").reset_index(drop=True)
+    return labelled.loc[stratified_sample(labelled, n, t.seed)].sort_values("review_id").reset_index(drop=True)
+
+
+def take_golden(settings: Settings, labelled: pd.DataFrame, gold: pd.DataFrame | None = None) -> GoldenSet:
+    """(Re-)take the golden set from ``labelled`` (or write ``gold``, drawn from it); replaces any existing one."""
+    gold = draw_golden(settings, labelled) if gold is None else gold
     out = golden_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     sha = content_hash(gold)
@@ -290,23 +314,15 @@ def take_golden(settings: Settings, labelled: pd.DataFrame) -> GoldenSet:
         rows_per_class={k: int(v) for k, v in gold["label"].value_counts().sort_index().items()},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    _write_json_atomic(out / "golden.json", {**asdict(g), "path": str(path)})
+    _write_json_atomic(out / "golden.json", {**asdict(g), "path": path.name})
     log.info("golden set taken: %d rows, sha256 %s", g.rows, sha[:12])
     return g
-
-
-def ensure_golden(settings: Settings, labelled: pd.DataFrame) -> GoldenSet:
-    """The existing golden set, or a new one taken from ``labelled`` when there is none."""
-    g = current_golden(settings)
-    if g is not None and g.path.exists():
-        return g
-    return take_golden(settings, labelled)
 
 
 # -- split ---------------------------------------------------------------------------------
 
 
-def outside_golden(frame: pd.DataFrame, golden: GoldenSet) -> tuple[pd.DataFrame, int]:
+def outside_golden(frame: pd.DataFrame, gold: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Rows that may be trained on: not a golden ``review_id``, and not a golden row's text
     (normalised as ingestion's near-duplicate check does) under another id: a tweet re-posted
     beyond the dedup window, or under another product, would otherwise be learnt and then
@@ -316,7 +332,6 @@ def outside_golden(frame: pd.DataFrame, golden: GoldenSet) -> tuple[pd.DataFrame
     def norm(texts: pd.Series) -> pd.Series:
         return pd.Series(normalize_for_dedup(pa.array(texts, pa.string(), from_pandas=True)).to_pylist(), dtype=object)
 
-    gold = pd.read_parquet(golden.path, columns=["review_id", "text"])
     gold_texts = set(norm(gold["text"])) - {"", None}
     by_id = frame["review_id"].isin(set(gold["review_id"])).to_numpy()
     by_text = norm(frame["text"]).isin(gold_texts).to_numpy()
@@ -332,9 +347,12 @@ def prepare_training_data(
     """Assemble, exclude the golden set, split train/dev and write them with their lineage."""
     t = settings.train
     labelled = labelled or load_labelled(settings, ds_from, ds_to)
-    golden = ensure_golden(settings, labelled.frame)
-    pool, overlap = outside_golden(labelled.frame, golden)
+    golden = current_golden(settings)
+    gold = golden.load() if golden is not None else draw_golden(settings, labelled.frame)
+    pool, overlap = outside_golden(labelled.frame, gold)
     check_trainable(pool, t.min_rows_per_class)
+    if golden is None:  # the first run: the golden set is kept only once the data is found trainable
+        golden = take_golden(settings, labelled.frame, gold)
     classes = class_scheme(pool["label"])
     n_dev = max(len(classes), int(round(len(pool) * t.dev_fraction)))
     dev_idx = stratified_sample(pool, n_dev, t.seed + 1)

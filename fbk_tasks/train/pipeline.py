@@ -196,7 +196,7 @@ def run_training(settings: Settings, ds_from: str | None = None, ds_to: str | No
     if settings.train.pretrain and "transformer" in (candidates or settings.train.candidates):
         from fbk_tasks.train.pretrain import pretrain
 
-        pretrained = pretrain(settings)  # the transformer fine-tunes from it, as in the DAG
+        pretrained = pretrain(settings, ds_from, ds_to)  # the transformer fine-tunes from it, as in the DAG
     registered = [register_candidate(settings, train_candidate(settings, prepared, c, pretrained))
                   for c in (candidates or settings.train.candidates)]
     return gate_candidates(settings, registered)

@@ -256,20 +256,31 @@ def pretrain(settings: Settings, ds_from: str | None = None, ds_to: str | None =
     import mlflow
 
     from fbk_tasks.train import registry
-    from fbk_tasks.train.data import TrainingDataError, current_golden, list_partitions, outside_golden, read_curated
+    from fbk_tasks.train.data import (TrainingDataError, current_golden, list_partitions, load_labelled, outside_golden,
+                                      read_curated, take_golden)
 
     t = settings.train
     frame = read_curated(settings, list_partitions(settings, ds_from, ds_to))
     frame = frame[frame["language"] == t.pretrain_language]
     g = current_golden(settings)
-    if g is not None and g.path.exists():
-        frame, _ = outside_golden(frame, g)
+    if g is None:
+        # pre-training before the first fine-tune: take the golden set now, so that its texts are
+        # never seen by a model it will judge (as the first training run would take it)
+        try:
+            g = take_golden(settings, load_labelled(settings, ds_from, ds_to).frame)
+            log.info("no golden set yet: took it before pre-training (%d rows), so pre-training leaves it out", g.rows)
+        except TrainingDataError as exc:  # unlabelled text only, or too few labels: nothing to fine-tune on yet
+            log.warning("no golden set to leave out (%s): a golden set taken later may include texts this model "
+                        "was pre-trained on", exc)
+    if g is not None:
+        frame, _ = outside_golden(frame, g.load())
     texts = frame["text"].dropna().astype(str).tolist()
     if len(texts) < 10:
         raise TrainingDataError(f"only {len(texts)} curated '{t.pretrain_language}' texts: too few to pre-train")
     with mlflow.start_run(experiment_id=registry.experiment_id(settings, "pretrain"), run_name=f"pretrain-{t.pretrain_language}") as run:
         out = settings.models_dir / "pretrained" / run.info.run_id
-        mlflow.set_tags({"fbk.kind": "pretrain", "fbk.language": t.pretrain_language})
+        mlflow.set_tags({"fbk.kind": "pretrain", "fbk.language": t.pretrain_language,
+                         "fbk.golden_sha256": g.sha256 if g is not None else ""})
         registry.log_params_flat({k: v for k, v in settings.train.model_dump().items() if k.startswith("pretrain") or k in ("seed", "weight_decay", "length_group_factor")
                                     or (t.pretrain_from and k in ("emoji_to_text", "freeze_word_embeddings"))}
                                  | {"data.texts": len(texts), "data.partitions": ",".join(sorted(frame["ds"].unique()))})

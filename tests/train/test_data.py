@@ -126,6 +126,53 @@ def test_degenerate_data_is_refused(settings, case, message):
     with pytest.raises(TrainingDataError, match=message):
         prepare_training_data(s)
     assert not (s.data_dir / "mlflow").exists()  # nothing logged or registered
+    assert current_golden(s) is None
+
+
+def test_data_refused_after_the_golden_draw_fixes_no_golden_set(settings):
+    """Enough neutral rows in all, too few once the golden set takes its share: refused, and no
+    golden set is kept (it would have fixed the golden set of every later run)."""
+    s = _settings(settings, golden_fraction=0.2, min_rows_per_class=20)
+    t = make_reviews(120, classes=("negative", "positive"))
+    write_partition(s.curated_dir, pa.concat_tables([t, make_reviews(21, classes=("neutral",), prefix="n")]))
+    assert len(load_labelled(s).frame) == 141  # the labelled data alone passes
+    with pytest.raises(TrainingDataError, match="fewer than min_rows_per_class"):
+        prepare_training_data(s)
+    assert current_golden(s) is None and not (s.data_dir / "golden").exists()
+
+
+def test_a_golden_set_that_moved_is_found_and_one_that_is_gone_or_changed_is_an_error(settings, tmp_path):
+    """golden.json names its file relative to itself (an older absolute path still works when it
+    exists); a missing file is an error, never a reason to draw a new set from rows the champion
+    trained on, and a file changed after it was taken fails its content hash."""
+    import shutil
+
+    s = _settings(settings, golden_fraction=0.2)
+    write_partition(s.curated_dir, make_reviews(300, seed=3))
+    g = prepare_training_data(s) and current_golden(s)
+    meta = s.data_dir / "golden" / "golden.json"
+    assert json.loads(meta.read_text())["path"] == g.path.name
+
+    from fbk_tasks.settings import load_settings
+
+    moved = load_settings(data_dir=tmp_path / "elsewhere", train=s.train.model_dump())
+    shutil.copytree(s.data_dir, moved.data_dir)
+    shutil.rmtree(s.data_dir / "golden")
+    assert current_golden(moved).sha256 == g.sha256 and len(current_golden(moved).load()) == g.rows
+    old_style = json.loads((moved.data_dir / "golden" / "golden.json").read_text())
+    (moved.data_dir / "golden" / "golden.json").write_text(json.dumps({**old_style, "path": str(g.path)}))  # gone now
+    assert current_golden(moved).path == moved.data_dir / "golden" / g.path.name
+    assert prepare_training_data(moved).golden_sha256 == g.sha256
+
+    gold = current_golden(moved).load()
+    gold.loc[0, "label"] = "positive" if gold.loc[0, "label"] != "positive" else "negative"
+    gold.to_parquet(current_golden(moved).path)
+    with pytest.raises(TrainingDataError, match="does not match its recorded sha256"):
+        prepare_training_data(moved)
+    current_golden(moved).path.unlink()
+    with pytest.raises(TrainingDataError, match="is missing from"):
+        prepare_training_data(moved)
+    assert json.loads((moved.data_dir / "golden" / "golden.json").read_text())["sha256"] == g.sha256  # not re-taken
 
 
 def test_unknown_correction_label_is_refused(settings):
@@ -190,10 +237,9 @@ def test_a_golden_text_under_another_id_is_not_trained_on(settings):
 
 
 def test_outside_golden_matches_normalised_text_and_keeps_missing_text(tmp_path):
-    from fbk_tasks.train.data import GoldenSet, outside_golden
+    from fbk_tasks.train.data import outside_golden
 
-    pd.DataFrame({"review_id": ["g1", "g2"], "text": ["Great!", None]}).to_parquet(tmp_path / "g.parquet")
-    golden = GoldenSet(path=tmp_path / "g.parquet", sha256="-", rows=2, rows_per_class={}, created_at="-")
+    golden = pd.DataFrame({"review_id": ["g1", "g2"], "text": ["Great!", None]})
     frame = pd.DataFrame({"review_id": ["a", "b", "c", "g2", "d"], "text": ["great", " GREAT !!!", np.nan, "other", "not great"]})
     kept, overlap = outside_golden(frame, golden)
     assert kept["review_id"].tolist() == ["c", "d"] and overlap == 2  # a missing text is left to check_trainable

@@ -209,3 +209,33 @@ def test_fbk_train_with_pretrain_fine_tunes_from_the_model_it_pre_trained(train_
     client = MlflowClient(s.mlflow_tracking_uri)
     run_id = client.get_model_version(s.mlflow.registered_model_name, version).run_id
     assert client.get_run(run_id).data.params["transformer.base_model_path"] == str(resolve_pretrained(s, "latest"))
+
+
+def test_pretraining_before_any_training_takes_the_golden_set_first_and_leaves_it_out(train_env, monkeypatch):
+    """`fbk pretrain` on a fresh deployment: the golden set is taken first (as the first training
+    run would take it), so a model never pre-trains on the texts it will be judged on; the range
+    given is the range read."""
+    from mlflow import MlflowClient
+
+    from fbk_tasks.train.data import current_golden, list_partitions, read_curated
+    from fbk_tasks.train.pipeline import assemble
+    from fbk_tasks.train.pretrain import pretrain
+
+    for k, v in PRETRAIN_ENV.items():
+        monkeypatch.setenv(k, v)
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=5, zh_share=0.7))
+    write_partition(s.curated_dir, make_reviews(60, ds="2026-11-09", seed=6, zh_share=0.7, prefix="late"))
+    assert current_golden(s) is None
+    pretrain(s, ds_to="2026-11-01")
+    golden = current_golden(s)
+    assert golden is not None
+    gold = set(golden.load().review_id)
+    curated = read_curated(s, list_partitions(s, ds_to="2026-11-01"))
+    zh_not_golden = curated[(curated.language == "zh") & ~curated.review_id.isin(gold)]
+    client = MlflowClient(s.mlflow_tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-pretrain").experiment_id])
+    assert int(run.data.params["data.texts"]) == len(zh_not_golden) and run.data.params["data.partitions"] == "2026-11-01"
+    assert run.data.tags["fbk.golden_sha256"] == golden.sha256
+    assemble(s, ds_to="2026-11-01")
+    assert current_golden(s).sha256 == golden.sha256  # training keeps that golden set
