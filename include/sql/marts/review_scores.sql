@@ -1,5 +1,7 @@
 -- review_scores: the serving model's score for each review, with the review's attributes: the
 -- version the last scoring run used (the champion, except in the run during which the alias moved).
+-- One row per review: while a forced rescore writes new files beside the version's older ones
+-- (removed when the run finishes, kept if it fails), the latest score wins.
 CREATE OR REPLACE VIEW review_scores AS
 SELECT
     r.review_id,
@@ -26,4 +28,5 @@ FROM stg_scores AS s
 JOIN model_versions AS m
   ON m.model_name = s.model_name AND m.model_version = s.model_version AND m.is_served
 JOIN reviews AS r
-  ON r.review_id = s.review_id;
+  ON r.review_id = s.review_id
+QUALIFY row_number() OVER (PARTITION BY s.review_id ORDER BY s.scored_at DESC, s.score_run_id DESC) = 1;
