@@ -75,29 +75,58 @@ def decode(data: bytes, name: str, declared: str = "auto") -> tuple[str, str]:
         data = data[3:]
         if declared == "auto":
             declared = "utf-8"
-    if declared in ("auto", "utf-8"):
+    if declared == "gb18030":
         try:
-            return data.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            pass
+            return data.decode("gb18030"), "gb18030"
+        except UnicodeDecodeError as exc:
+            raise FileRejected(f"{name}: not valid GB18030 (first bad byte at offset {exc.start}); re-export the file as UTF-8") from None
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start
     replaced = data.decode("utf-8", errors="replace")
     if declared == "utf-8":
         return replaced, "utf-8 (invalid bytes replaced)"
-    # Not clean UTF-8: a GBK/GB18030 export (almost every non-ASCII byte breaks UTF-8), or a
-    # UTF-8 file with a few corrupt bytes (those rows are quarantined as invalid_encoding).
+    # Not clean UTF-8: a GBK/GB18030 export, or a UTF-8 file with corrupt bytes (those rows are
+    # quarantined as invalid_encoding). GB18030 read as UTF-8 yields about 3 U+FFFD per valid
+    # non-ASCII character; a UTF-8 file with a few bad bytes yields more valid ones than bad
+    # ones, whatever its share of non-ASCII text (a mostly-ASCII file with one corrupt byte
+    # and one 'café' must not become 'caf茅').
     bad = replaced.count("\ufffd")
-    non_ascii = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) > 0x7F))
+    ascii_bytes = len(data) - int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) > 0x7F))
+    valid = len(replaced) - ascii_bytes - bad  # ASCII bytes decode to themselves, never to U+FFFD
+    if valid >= bad:
+        return replaced, "utf-8 (invalid bytes replaced)"
     try:
         text = data.decode("gb18030")
-    except UnicodeDecodeError as exc:
-        if declared == "auto" and bad <= max(8, len(data) // 1000):
-            return replaced, "utf-8 (invalid bytes replaced)"
-        raise FileRejected(
-            f"{name}: not valid UTF-8 and not GB18030 (first bad byte at offset {exc.start}); re-export the file as UTF-8"
-        ) from None
-    if declared == "auto" and non_ascii and bad / non_ascii < 0.05:
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and _gb18030_plausible(text):
+        return text, "gb18030"
+    if bad <= max(8, len(data) // 1000):
         return replaced, "utf-8 (invalid bytes replaced)"
-    return text, "gb18030"
+    raise FileRejected(
+        f"{name}: not valid UTF-8 ({bad} invalid bytes, the first at offset {first_bad}) and not GB18030; "
+        "a Latin-1/cp1252 (Excel 'CSV') export is the likely cause; re-export the file as UTF-8"
+    )
+
+
+def _gb18030_plausible(text: str) -> bool:
+    """Whether text decoded as GB18030 looks like real GB18030. Chinese text almost never has
+    a double-byte character whose trail byte is ASCII (0x40-0x7E; measured: under 0.1% of
+    them), while Latin-1/cp1252 decoded as GB18030 has one for every accent followed by a
+    letter ('cafés' -> 'caf閟'). Counted per distinct character, so the cost follows the
+    decode, not a Python loop over the file."""
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    counts = np.bincount(cps[cps > 0x7F])
+    multi = ascii_trail = 0
+    for cp in np.flatnonzero(counts):
+        n = int(counts[cp])
+        multi += n
+        b = chr(cp).encode("gb18030")
+        if len(b) == 2 and b[1] < 0x80:
+            ascii_trail += n
+    return ascii_trail < 0.05 * multi
 
 
 def _sniff_delimiter(header: str, fmt: str) -> str:
@@ -187,8 +216,11 @@ def _read_jsonl(text: str, name: str) -> ReadResult:
     numbers: list[int] = []
     malformed: list[tuple[int, str, str]] = []
     columns: dict[str, None] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    # records end at "\n" only: str.splitlines() also splits on U+2028, U+2029, U+0085 (which
+    # JSON allows unescaped inside strings) and \x0b-\x0c, \x1c-\x1e
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip(" \t\r"):  # JSON whitespace only; other characters are a malformed record
             continue
         try:
             obj = json.loads(line)
@@ -215,19 +247,44 @@ def _read_parquet(path: Path) -> ReadResult:
     except (pa.ArrowInvalid, OSError) as exc:
         raise FileRejected(f"{path.name}: not a readable Parquet file ({exc}); it may be truncated") from None
     cols = {}
+    replaced = False
     for name in table.column_names:
         col = table[name]
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            cols[name] = col.cast(pa.string())
-        elif pa.types.is_timestamp(col.type):
-            cols[name] = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z" if col.type.tz else "%Y-%m-%dT%H:%M:%S")
-        elif pa.types.is_nested(col.type):
-            cols[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in col.to_pylist()], pa.string())
-        else:
-            cols[name] = col.cast(pa.string())
+        try:
+            cols[name] = _parquet_text(col)
+        except pa.ArrowInvalid:
+            if not _is_binary(col.type):
+                raise FileRejected(f"{path.name}: column '{name}' ({col.type}) cannot be read as text") from None
+            # bytes that are not UTF-8: as in a CSV, U+FFFD in their place, and the rows are
+            # quarantined as invalid_encoding
+            cols[name] = pa.array([None if v is None else v.decode("utf-8", errors="replace") for v in col.to_pylist()], pa.string())
+            replaced = True
+        except pa.ArrowException as exc:
+            raise FileRejected(f"{path.name}: column '{name}' ({col.type}) cannot be read as text ({exc})") from None
     out = pa.table(cols) if cols else pa.table({})
     out = out.append_column(ROW_NUMBER, pa.array(range(1, table.num_rows + 1), pa.int64()))
-    return ReadResult(table=out, format="parquet", encoding="binary")
+    result = ReadResult(table=out, format="parquet", encoding="binary (invalid UTF-8 replaced)" if replaced else "binary")
+    if replaced:
+        result.invalid_utf8_rows = -1  # the caller marks rows containing U+FFFD
+    return result
+
+
+def _parquet_text(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """One Parquet column as strings (raises what Arrow raises: a binary column that is not
+    UTF-8, a time zone the tz database lacks)."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.string())
+    if pa.types.is_timestamp(col.type):
+        return pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z" if col.type.tz else "%Y-%m-%dT%H:%M:%S")
+    if pa.types.is_nested(col.type):
+        return pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in col.to_pylist()], pa.string())
+    return col.cast(pa.string())
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t)
 
 
 def read_file(path: Path, fmt: str = "auto", encoding: str = "auto") -> ReadResult:
