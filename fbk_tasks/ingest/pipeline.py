@@ -14,6 +14,7 @@ the files claimed for that date again and rewrites the same outputs (each write 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -22,6 +23,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -167,7 +169,38 @@ def land_files(settings: Settings, files: list[Path], ds: str, source: str | Non
 
 def claim_landed_files(settings: Settings, ds: str) -> list[tuple[Path, SourceMapping]]:
     """Move unclaimed files from landing/ (and landing/<mapping>/) into landing/ds=<ds>/<mapping>/;
-    return every file claimed for ds (sorted, so runs are deterministic)."""
+    return every file claimed for ds (sorted, so runs are deterministic). Under the ingestion
+    lock, so a run of another date cannot claim the same file at the same time."""
+    with ingest_lock(settings):
+        return _claim_landed_files(settings, ds)
+
+
+@contextlib.contextmanager
+def ingest_lock(settings: Settings) -> Iterator[None]:
+    """Serialise ingestion runs (a backfill running several dates at once, `fbk ingest` beside
+    the DAG): two runs would otherwise race to claim the same landed file, and each could check
+    a review_id against the other's partition before the other wrote it and curate it twice.
+    An advisory lock on a file under <data>/state (processes on one host, or a shared file
+    system that supports flock), as the drift monitor's request file uses. Not re-entrant."""
+    import fcntl
+
+    path = settings.state_dir / "ingest.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another ingestion run to finish (it holds %s)", path)
+            started = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log.info("ingestion lock acquired after %.1f s", time.monotonic() - started)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _claim_landed_files(settings: Settings, ds: str) -> list[tuple[Path, SourceMapping]]:
     mappings = load_mappings(settings.ingest.sources_dir)
     landing = settings.landing_dir
     landing.mkdir(parents=True, exist_ok=True)
@@ -227,9 +260,14 @@ def _ledger_row(report: FileReport, *, ds: str, run_id: str, fmt: str, encoding:
     return row
 
 
-def _write_ledger(settings: Settings, row: dict) -> None:
+def _write_ledger(settings: Settings, row: dict, repeat: bool = False) -> None:
+    """One file per file and run, rewritten when the run's task is retried. ``repeat``: the
+    row of a second copy of the same bytes in this run, which must not replace the first's."""
     table = pa.Table.from_pylist([row], schema=LEDGER_SCHEMA).drop_columns(["ds"])
-    path = settings.ledger_dir / f"ds={row['ds']}" / f"{_safe(row['run_id'])}-{row['file_sha256'][:16]}.parquet"
+    key = row["file_sha256"][:16]
+    if repeat:
+        key += "-" + hashlib.blake2b(row["source_file"].encode("utf-8"), digest_size=4).hexdigest()
+    path = settings.ledger_dir / f"ds={row['ds']}" / f"{_safe(row['run_id'])}-{key}.parquet"
     atomic.write_parquet(table, path)
 
 
@@ -477,11 +515,16 @@ def _wait_for_gx() -> None:
 # --- one logical date ------------------------------------------------------------------------
 def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now: datetime | None = None) -> IngestReport:
     """Ingest every file claimed for ``ds``. Raises IngestError listing the files that failed
-    (the others are ingested and recorded)."""
+    (the others are ingested and recorded). One run at a time (see :func:`ingest_lock`)."""
     _validate_ds(ds)
     now = now or datetime.now(timezone.utc)
     run_id = run_id or f"manual__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
-    files = claim_landed_files(settings, ds)
+    with ingest_lock(settings):
+        return _ingest_partition(settings, ds, run_id, now)
+
+
+def _ingest_partition(settings: Settings, ds: str, run_id: str, now: datetime) -> IngestReport:
+    files = _claim_landed_files(settings, ds)
     if files:
         _start_gx_import()
     ledger = read_ledger(settings)
@@ -489,7 +532,11 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
     history = _history(settings, ds)
     report = IngestReport(ds=ds, run_id=run_id)
     errors: list[str] = []
+    unexpected: BaseException | None = None
     live_parts: set[str] = set()
+    # the same bytes claimed twice for ds (dropped under two names): the ledger read above does
+    # not know the first copy yet, and both copies would share its ledger row and part file
+    handled: dict[str, str] = {}
 
     for i, (path, mapping) in enumerate(files):
         started = datetime.now(timezone.utc)
@@ -498,7 +545,11 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
         prior = done[done["file_sha256"] == sha] if len(done) else done
         other_days = prior[prior["ds"].astype(str) != ds] if len(prior) else prior
         fmt = enc = None
-        if len(other_days):
+        repeat = sha in handled
+        if repeat:
+            fr = FileReport(rel, mapping.name, sha, "skipped", error=f"same content as {handled[sha]}, handled earlier in this run")
+            ingested_at = None
+        elif len(other_days):
             fr = FileReport(rel, mapping.name, sha, "skipped", error=f"same content already ingested for ds={other_days['ds'].iloc[0]} ({other_days['source_file'].iloc[0]})")
             ingested_at = None
         else:
@@ -512,13 +563,18 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
                 fr = FileReport(rel, mapping.name, sha, "rejected", error=str(exc))
             except BatchRejected as exc:
                 fr = FileReport(rel, mapping.name, sha, "failed", error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug or an outage: this file fails, not the night
+                log.exception("%s: unexpected error", rel)
+                fr = FileReport(rel, mapping.name, sha, "failed", error=f"{type(exc).__name__}: {exc}")
+                unexpected = unexpected or exc
+        handled.setdefault(sha, rel)
         if fr.status in ("rejected", "failed"):
             errors.append(f"{rel} [{fr.status}]: {fr.error}")
             log.error("%s [%s]: %s", rel, fr.status, fr.error)
         else:
             log.info("%s: %s read=%d curated=%d quarantined=%d duplicates=%d pii=%s", rel, fr.status, fr.rows_read, fr.rows_curated, fr.rows_quarantined, fr.rows_duplicate, fr.pii)
         report.files.append(fr)
-        _write_ledger(settings, _ledger_row(fr, ds=ds, run_id=run_id, fmt=fmt, encoding=enc, ingested_at=ingested_at, started=started, finished=datetime.now(timezone.utc)))
+        _write_ledger(settings, _ledger_row(fr, ds=ds, run_id=run_id, fmt=fmt, encoding=enc, ingested_at=ingested_at, started=started, finished=datetime.now(timezone.utc)), repeat=repeat)
 
     # parts left from files that are no longer claimed for this date (never expected; kept honest)
     for root in (settings.curated_dir, settings.quarantine_dir):
@@ -528,6 +584,6 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
     docs = settings.reports_dir / "gx" / "index.html"
     report.docs_index = str(docs) if docs.exists() else None
     if errors:
-        raise IngestError(f"ds={ds}: {len(errors)} of {len(files)} file(s) not ingested:\n  " + "\n  ".join(errors), report)
+        # chained to the first unexpected error, so its traceback reaches the task log
+        raise IngestError(f"ds={ds}: {len(errors)} of {len(files)} file(s) not ingested:\n  " + "\n  ".join(errors), report) from unexpected
     return report
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -32,6 +33,7 @@ REASONS = (
     "text_too_long",
     "rating_invalid",
     "rating_out_of_range",
+    "label_invalid",
     "label_confidence_invalid",
     "timestamp_unparseable",
     "timestamp_in_future",
@@ -137,6 +139,28 @@ def parse_confidences(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return pd.Series(np.where(ok, num, np.nan), dtype=float), present & ~ok
 
 
+def parse_labels(raw: pd.Series, values: dict[str, str]) -> tuple[pd.Series, np.ndarray]:
+    """(class or null, invalid mask) from the label as written (trimmed, null when empty). A
+    value the mapping does not list is invalid, not dropped: left null it would be curated
+    unlabelled (or relabelled from its rating) and training would lose it. A whole number
+    written as a float ('1.0': JSON 1.0, a float column) is the label '1'. An invalid row keeps
+    the value as written in ``label``; it is quarantined, so that is what its row shows."""
+    label = raw.map(values)
+    unknown = label.isna() & raw.notna()
+    if unknown.any():
+        label[unknown] = raw[unknown].map(lambda v: values.get(_whole_number(v) or v))
+    invalid = (label.isna() & raw.notna()).to_numpy(dtype=bool)
+    return label.where(~invalid, raw), invalid
+
+
+def _whole_number(value: str) -> str | None:
+    try:
+        num = float(value)
+    except ValueError:
+        return None
+    return str(int(num)) if math.isfinite(num) and num == int(num) else None
+
+
 def parse_timestamps(raw: pd.Series, fmt: str | None) -> tuple[pd.Series, np.ndarray]:
     """(UTC timestamps, unparseable mask). Empty values are null, not unparseable."""
     text = raw.astype("string").str.strip()
@@ -230,9 +254,11 @@ def to_canonical(
     label_arr = _col(table, mapping.label_column)
     if label_arr is not None:
         raw_label = pd.Series(pc.utf8_trim_whitespace(label_arr).to_pylist(), dtype=object)
-        frame["label"] = raw_label.map(mapping.label_values)
+        raw_label = raw_label.where(raw_label != "", None)
+        frame["label"], label_invalid = parse_labels(raw_label, mapping.label_values)
     else:
         frame["label"] = pd.Series([None] * n, dtype=object)
+        label_invalid = np.zeros(n, dtype=bool)
     from_rating = frame["label"].isna() & frame["rating"].notna()
     stars = frame["rating"].astype("float").to_numpy()
     by_rating = np.select([stars <= 2, stars == 3, stars >= 4], ["negative", "neutral", "positive"], default=None)
@@ -256,6 +282,7 @@ def to_canonical(
         "text_too_long": length > cfg.max_text_chars,
         "rating_invalid": rating_invalid,
         "rating_out_of_range": rating_oor,
+        "label_invalid": label_invalid,
         "label_confidence_invalid": confidence_invalid,
         "timestamp_unparseable": ts_bad,
         "timestamp_in_future": ts_future,

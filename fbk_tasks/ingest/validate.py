@@ -35,6 +35,7 @@ REASON_MASKS = {
     "text_length": ("text_too_short", "text_too_long"),
     "rating_out_of_range": ("rating_out_of_range",),
     "rating_invalid": ("rating_invalid",),
+    "label_invalid": ("label_invalid",),
     "label_confidence_invalid": ("label_confidence_invalid",),
     "timestamp_unparseable": ("timestamp_unparseable",),
     "timestamp_in_future": ("timestamp_in_future",),
@@ -69,6 +70,7 @@ VALIDATION_COLUMNS: list[str] = [
     "rating",
     "created_at",
     "_rating_invalid",
+    "_label_invalid",
     "_label_confidence_invalid",
     "_timestamp_unparseable",
     "_invalid_encoding",
@@ -104,6 +106,7 @@ def validation_frame(frame: pd.DataFrame, masks: dict[str, np.ndarray], columns:
         index=pd.RangeIndex(len(frame)),
     )
     v["_rating_invalid"] = masks["rating_invalid"]
+    v["_label_invalid"] = masks["label_invalid"]
     v["_label_confidence_invalid"] = masks["label_confidence_invalid"]
     v["_timestamp_unparseable"] = masks["timestamp_unparseable"]
     v["_invalid_encoding"] = masks["invalid_encoding"]

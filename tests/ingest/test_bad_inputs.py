@@ -275,3 +275,61 @@ def test_quarantine_share_over_threshold_fails_with_numbers(settings, tmp_path):
     curated, quarantine = _outputs(settings)
     assert curated.empty and quarantine.empty  # a failed batch publishes nothing
     assert read_ledger(settings)["status"].tolist() == ["failed"]
+
+
+def test_parquet_binary_column_with_invalid_utf8_quarantines_the_row(settings, tmp_path):
+    """A binary column is text in UTF-8 bytes; a value that is not UTF-8 used to abort the whole
+    night ('Invalid UTF8 payload'). Like a CSV, it is read with U+FFFD and the row quarantined."""
+    settings.ingest.max_quarantine_share = 1.0
+    t = pa.table({"review_id": ["p1", "p2", "p3"], "text": pa.array([b"Solid kettle, boils quickly", "水壶很好用".encode(), b"broken \xff\xfe bytes here"], pa.binary())})
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    report = _ingest(settings, tmp_path, "binary.parquet", buf.getvalue())
+    curated, quarantine = _reconciles(settings, report)
+    assert sorted(curated["review_id"]) == ["p1", "p2"]
+    assert list(quarantine["review_id"]) == ["p3"] and list(quarantine["reason"]) == ["invalid_encoding"]
+    assert read_ledger(settings)["encoding"].iloc[0] == "binary (invalid UTF-8 replaced)"
+
+
+def test_parquet_column_that_cannot_become_text_rejects_the_file(settings, tmp_path):
+    """A column Arrow cannot turn into text (here a time zone the tz database lacks) rejects
+    the file with the column named, and is recorded in the ledger, instead of an ArrowInvalid
+    that aborts the night."""
+    t = pa.table({"text": ["Solid kettle"], "created_at": pa.array([0], pa.timestamp("s", tz="Mars/Olympus"))})
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    with pytest.raises(IngestError, match="column 'created_at'.*cannot be read as text"):
+        _ingest(settings, tmp_path, "tz.parquet", buf.getvalue())
+    assert read_ledger(settings)["status"].tolist() == ["rejected"]
+
+
+def test_label_outside_the_mapping_is_quarantined_with_its_value(settings, tmp_path):
+    """A label the mapping does not know used to become NULL silently (or be replaced by the
+    rating's): the row was curated unlabelled and training lost it. A number written as a
+    float ('1.0', JSON 1.0) is the label '1'; anything else is quarantined as label_invalid,
+    with the value as written in the quarantine's label column."""
+    settings.ingest.max_quarantine_share = 1.0
+    rows = [
+        {"cat": "书籍", "label": 1, "review": "这本书内容很好，推荐"},
+        {"cat": "书籍", "label": 1.0, "review": "印刷清晰，物流也快"},
+        {"cat": "书籍", "label": "0", "review": "纸张很差，有异味"},
+        {"cat": "书籍", "label": 0.0, "review": "包装破损，很失望"},
+        {"cat": "书籍", "label": 2, "review": "一般般吧，没什么特别"},
+        {"cat": "书籍", "label": "yes", "review": "还可以，价格合适"},
+        {"cat": "书籍", "label": 0.5, "review": "有好有坏，说不清"},
+        {"cat": "书籍", "label": None, "review": "没有标签的评论"},
+    ]
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    report = _ingest(settings, tmp_path, "labels.jsonl", data, source="online_shopping_10_cats")
+    curated, quarantine = _reconciles(settings, report)
+    assert {t: None if pd.isna(label) else label for t, label in zip(curated["text"], curated["label"])} == {
+        "这本书内容很好,推荐": "positive",
+        "印刷清晰,物流也快": "positive",
+        "纸张很差,有异味": "negative",
+        "包装破损,很失望": "negative",
+        "没有标签的评论": None,
+    }
+    assert set(quarantine["reason"]) == {"label_invalid"}
+    assert sorted(quarantine["label"]) == ["0.5", "2", "yes"]
+    (f,) = report.files
+    assert f.rows_quarantined == 3 and f.reasons == {"label_invalid": 3}

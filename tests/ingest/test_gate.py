@@ -28,7 +28,7 @@ def _frame_and_masks():
         }
     )
     z = np.zeros(4, dtype=bool)
-    masks = {name: z.copy() for name in ("invalid_encoding", "text_too_short", "text_too_long", "rating_invalid", "label_confidence_invalid", "timestamp_unparseable", "duplicate", "malformed_row")}
+    masks = {name: z.copy() for name in ("invalid_encoding", "text_too_short", "text_too_long", "rating_invalid", "label_invalid", "label_confidence_invalid", "timestamp_unparseable", "duplicate", "malformed_row")}
     masks["text_empty"] = np.array([False, True, False, False])
     masks["rating_out_of_range"] = np.array([False, False, True, False])
     masks["timestamp_in_future"] = np.array([False, False, False, True])

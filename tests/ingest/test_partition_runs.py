@@ -1,0 +1,99 @@
+"""How one logical date's run treats its files as a whole: a file that breaks unexpectedly does
+not stop the others, the same bytes landed twice under two names are ingested once, and two
+ingestion runs never work on the landing area and curated history at the same time."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from fbk_tasks.ingest import pipeline
+from fbk_tasks.ingest.pipeline import IngestError, ingest_partition, land_files, read_ledger
+
+DS = "2026-03-01"
+CSV = "review_id,product_id,rating,text,created_at\n"
+
+
+def _file(tmp_path, name: str, prefix: str, n: int = 4) -> bytes:
+    data = (CSV + "".join(f"{prefix}{i},P{i},4,Kettle {prefix} number {i} boils quickly,2026-02-28T10:00:00Z\n" for i in range(n))).encode()
+    f = tmp_path / "in" / name
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(data)
+    return f
+
+
+def test_an_unexpected_error_in_one_file_fails_that_file_not_the_night(settings, tmp_path, monkeypatch):
+    """The broken file gets a 'failed' ledger row with the error, the later files are still
+    ingested and recorded, stale parts are still cleaned, and the run still raises."""
+    land_files(settings, [_file(tmp_path, "a.csv", "a"), _file(tmp_path, "b.csv", "b")], DS)
+    stale = settings.curated_dir / f"ds={DS}" / "part-0000000000000000.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over")
+    real = pipeline.ingest_file
+
+    def flaky(settings_, path, *args, **kwargs):
+        if path.name == "a.csv":
+            raise RuntimeError("disk on fire")
+        return real(settings_, path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ingest_file", flaky)
+    with pytest.raises(IngestError, match=r"a\.csv \[failed\]: RuntimeError: disk on fire") as err:
+        ingest_partition(settings, DS, run_id="run1")
+    assert isinstance(err.value.__cause__, RuntimeError)  # the traceback reaches the task log
+    assert [(f.source_file.rsplit("/", 1)[-1], f.status) for f in err.value.report.files] == [("a.csv", "failed"), ("b.csv", "ingested")]
+    ledger = read_ledger(settings).set_index("source_file")
+    assert ledger.loc[f"ds={DS}/generic/a.csv", "status"] == "failed"
+    assert "disk on fire" in ledger.loc[f"ds={DS}/generic/a.csv", "error"]
+    assert ledger.loc[f"ds={DS}/generic/b.csv", "status"] == "ingested"
+    assert sorted(pq.read_table(settings.curated_dir / f"ds={DS}").to_pandas()["review_id"]) == ["b0", "b1", "b2", "b3"]
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("permissive", [False, True])
+def test_the_same_bytes_twice_in_one_night_are_ingested_once(settings, tmp_path, permissive):
+    """'export.csv' and 'export (1).csv' with the same bytes: the second is skipped and says
+    which file it repeats; the first file's ledger row and curated part are kept (they share
+    the content hash that names both), with or without a duplicate-share threshold."""
+    if permissive:
+        settings.ingest.max_duplicate_share = 1.0
+        settings.ingest.max_quarantine_share = 1.0
+    first = _file(tmp_path, "export.csv", "e")
+    second = tmp_path / "in" / "export (1).csv"
+    second.write_bytes(first.read_bytes())
+    land_files(settings, [first, second], DS)
+    for run in ("run1", "run2"):  # a re-run decides the same
+        report = ingest_partition(settings, DS, run_id=run)
+        assert [(f.source_file.rsplit("/", 1)[-1], f.status) for f in report.files] == [("export (1).csv", "ingested"), ("export.csv", "skipped")]
+        assert "export (1).csv" in report.files[1].error
+        assert report.rows_curated == 4
+        curated = pq.read_table(settings.curated_dir / f"ds={DS}").to_pandas()
+        assert sorted(curated["review_id"]) == ["e0", "e1", "e2", "e3"]
+        ledger = read_ledger(settings)
+        ledger = ledger[ledger["run_id"] == run]
+        assert sorted(ledger["status"]) == ["ingested", "skipped"]
+        assert int(ledger["rows_read"].sum()) == len(curated)
+
+
+def test_ingestion_runs_are_serialised_by_a_lock(settings, tmp_path, caplog):
+    """A second run waits (and says so) while another holds the ingestion lock, so it cannot
+    claim the same landed files or check duplicates against a partition being written."""
+    land_files(settings, [_file(tmp_path, "a.csv", "a")], DS)
+    lock = settings.state_dir / "ingest.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        caplog.set_level(logging.INFO, logger="fbk_tasks.ingest.pipeline")
+        t = threading.Thread(target=lambda: result.setdefault("report", ingest_partition(settings, DS, run_id="run1")))
+        t.start()
+        time.sleep(1.0)
+        assert t.is_alive() and not settings.ledger_dir.exists() and not (settings.curated_dir / f"ds={DS}").exists()
+        assert any("waiting for another ingestion run" in r.getMessage() for r in caplog.records)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    t.join(timeout=120)
+    assert not t.is_alive() and result["report"].rows_curated == 4
