@@ -48,6 +48,12 @@ def schedule_cron(name: str) -> str:
     return getattr(settings.schedule, name)
 
 
+def is_backfill(context) -> bool:
+    """Whether this run belongs to a backfill (``airflow backfill create``)."""
+    run_type = context["dag_run"].run_type
+    return getattr(run_type, "value", run_type) == "backfill"
+
+
 def logical_ds(context) -> str:
     """The partition a run works on: its logical date, or (manual runs without one) the day it ran."""
     when = context.get("logical_date") or context["dag_run"].run_after

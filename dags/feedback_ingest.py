@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, CronTriggerTimetable, dag, get_current_context, task
 
-from _common import DEFAULT_ARGS, START_DATE, logical_ds, schedule_cron
+from _common import DEFAULT_ARGS, START_DATE, is_backfill, logical_ds, schedule_cron
 
 CURATED_REVIEWS = Asset("curated_reviews")
 
@@ -44,7 +44,9 @@ def feedback_ingest():
         from fbk_tasks.settings import load_settings
 
         settings = load_settings()
-        files = claim_landed_files(settings, logical_ds(get_current_context()))
+        context = get_current_context()
+        # a backfill reprocesses the files its dates claimed; new files wait for the next regular run
+        files = claim_landed_files(settings, logical_ds(context), claim=not is_backfill(context))
         names = [str(p.relative_to(settings.landing_dir)) for p, _ in files]
         print(f"{len(names)} file(s) claimed: {names}")
         return names
@@ -58,7 +60,8 @@ def feedback_ingest():
 
         context = get_current_context()
         try:
-            report = ingest_partition(load_settings(), logical_ds(context), run_id=context["run_id"])
+            report = ingest_partition(load_settings(), logical_ds(context), run_id=context["run_id"],
+                                      claim=not is_backfill(context))
         except IngestError as exc:
             # the data decides this, so a retry would fail the same way: fail now, with the
             # reasons; fix or remove the file, then clear the task

@@ -21,7 +21,8 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         if args.files:
             land_files(settings, [Path(f) for f in args.files], args.ds, args.source)
-        report = ingest_partition(settings, args.ds)
+        # explicit files: those (and what ds already claimed); none: also claim what waits in landing/
+        report = ingest_partition(settings, args.ds, claim=not args.files)
     except (MappingError, FileRejected, ValueError) as exc:
         raise UserError(str(exc)) from None
     except IngestError as exc:
@@ -67,7 +68,7 @@ def _ledger(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="Land files and ingest them for a logical date (same code path as the DAG).")
-    p.add_argument("files", nargs="*", help="CSV/TSV/JSONL/Parquet files; none: ingest what is already in landing/")
+    p.add_argument("files", nargs="*", help="CSV/TSV/JSONL/Parquet files (only these, and files already claimed for --ds); none: claim and ingest what waits in landing/ (unless a later date has claimed files)")
     p.add_argument("--source", help="source mapping name (include/sources/<name>.yaml); default: matched by file name, else generic")
     p.add_argument("--ds", default=date.today().isoformat(), help="logical date YYYY-MM-DD (default: today)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -167,12 +167,26 @@ def land_files(settings: Settings, files: list[Path], ds: str, source: str | Non
     return landed
 
 
-def claim_landed_files(settings: Settings, ds: str) -> list[tuple[Path, SourceMapping]]:
+def claim_landed_files(settings: Settings, ds: str, claim: bool = True) -> list[tuple[Path, SourceMapping]]:
     """Move unclaimed files from landing/ (and landing/<mapping>/) into landing/ds=<ds>/<mapping>/;
     return every file claimed for ds (sorted, so runs are deterministic). Under the ingestion
-    lock, so a run of another date cannot claim the same file at the same time."""
+    lock, so a run of another date cannot claim the same file at the same time. ``claim=False``
+    (a backfill, explicit files): only the files already claimed for ds; see :func:`may_claim`."""
     with ingest_lock(settings):
-        return _claim_landed_files(settings, ds)
+        return _claim_landed_files(settings, ds, claim)[0]
+
+
+def may_claim(settings: Settings, ds: str) -> bool:
+    """Whether a run for ``ds`` may claim the files waiting in landing/: not when a later date
+    has claimed files already. Waiting files belong to the newest night; a re-run or backfill of
+    an older date must reprocess exactly its own files, not sweep tonight's drops into the past.
+    The files stay waiting (and are logged) for the next regular run."""
+    landing = settings.landing_dir
+    later = sorted(p.name[3:] for p in landing.glob("ds=*") if p.is_dir() and p.name[3:] > ds) if landing.exists() else []
+    if later:
+        log.info("ds=%s: not claiming new files from %s (ds=%s already has claimed files; they wait for the next "
+                 "regular run)", ds, landing, later[-1])
+    return not later
 
 
 @contextlib.contextmanager
@@ -200,15 +214,26 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _claim_landed_files(settings: Settings, ds: str) -> list[tuple[Path, SourceMapping]]:
+def _claim_landed_files(settings: Settings, ds: str, claim: bool = True) -> tuple[list[tuple[Path, SourceMapping]], list[Path]]:
+    """(files claimed for ds, files in landing/ that no claim rule takes: in a folder that names
+    no mapping, or nested deeper; reported when claiming, so that they are not ignored forever)."""
     mappings = load_mappings(settings.ingest.sources_dir)
     landing = settings.landing_dir
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / f"ds={ds}"
-    candidates: list[tuple[Path, str | None]] = [(p, None) for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")]
-    for sub in landing.iterdir():
-        if sub.is_dir() and sub.name in mappings:
-            candidates += [(p, sub.name) for p in sub.iterdir() if p.is_file() and not p.name.startswith(".")]
+    candidates: list[tuple[Path, str | None]] = []
+    stray: list[Path] = []
+    if claim:
+        candidates = [(p, None) for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")]
+        for sub in landing.iterdir():
+            if not sub.is_dir() or sub.name.startswith("ds=") or sub.name.startswith("."):
+                continue
+            for p in sub.rglob("*"):
+                if p.is_file() and not p.name.startswith("."):
+                    if sub.name in mappings and p.parent == sub:
+                        candidates.append((p, sub.name))
+                    else:
+                        stray.append(p)
     for path, explicit in sorted(candidates):
         mapping = choose_mapping(mappings, path.name, explicit)
         dst = target / mapping.name / path.name
@@ -224,7 +249,7 @@ def _claim_landed_files(settings: Settings, ds: str) -> list[tuple[Path, SourceM
                 if mapping is None:
                     raise IngestError(f"{path}: folder '{sub.name}' names no source mapping in {settings.ingest.sources_dir}")
                 out.append((path, mapping))
-    return out
+    return out, sorted(stray)
 
 
 # --- ledger ----------------------------------------------------------------------------------
@@ -513,18 +538,21 @@ def _wait_for_gx() -> None:
 
 
 # --- one logical date ------------------------------------------------------------------------
-def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now: datetime | None = None) -> IngestReport:
-    """Ingest every file claimed for ``ds``. Raises IngestError listing the files that failed
-    (the others are ingested and recorded). One run at a time (see :func:`ingest_lock`)."""
+def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now: datetime | None = None,
+                     claim: bool = True) -> IngestReport:
+    """Ingest every file claimed for ``ds``, claiming the files waiting in landing/ first when
+    ``claim`` and :func:`may_claim` allow. Raises IngestError listing the files that failed, and
+    the files in landing/ that no claim rule takes (the others are ingested and recorded). One
+    run at a time (see :func:`ingest_lock`)."""
     _validate_ds(ds)
     now = now or datetime.now(timezone.utc)
     run_id = run_id or f"manual__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
     with ingest_lock(settings):
-        return _ingest_partition(settings, ds, run_id, now)
+        return _ingest_partition(settings, ds, run_id, now, claim and may_claim(settings, ds))
 
 
-def _ingest_partition(settings: Settings, ds: str, run_id: str, now: datetime) -> IngestReport:
-    files = _claim_landed_files(settings, ds)
+def _ingest_partition(settings: Settings, ds: str, run_id: str, now: datetime, claim: bool) -> IngestReport:
+    files, stray = _claim_landed_files(settings, ds, claim)
     if files:
         _start_gx_import()
     ledger = read_ledger(settings)
@@ -583,7 +611,14 @@ def _ingest_partition(settings: Settings, ds: str, run_id: str, now: datetime) -
                 stale.unlink()
     docs = settings.reports_dir / "gx" / "index.html"
     report.docs_index = str(docs) if docs.exists() else None
-    if errors:
+    if stray:
+        log.error("%d file(s) in %s that no run claims: %s", len(stray), settings.landing_dir, [str(p) for p in stray])
+    if errors or stray:
+        message = f"ds={ds}: {len(errors)} of {len(files)} file(s) not ingested" + "".join(f"\n  {e}" for e in errors)
+        if stray:  # never ingested and never in the ledger: say so every night until someone moves them
+            message += (f"\n{len(stray)} file(s) in landing/ that no run claims (only files directly in landing/ or in "
+                        f"landing/<mapping>/ are; mappings: {', '.join(sorted(load_mappings(settings.ingest.sources_dir)))}); "
+                        "move or remove them:" + "".join(f"\n  {p.relative_to(settings.landing_dir)}" for p in stray))
         # chained to the first unexpected error, so its traceback reaches the task log
-        raise IngestError(f"ds={ds}: {len(errors)} of {len(files)} file(s) not ingested:\n  " + "\n  ".join(errors), report) from unexpected
+        raise IngestError(message, report) from unexpected
     return report

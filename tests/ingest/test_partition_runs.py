@@ -97,3 +97,38 @@ def test_ingestion_runs_are_serialised_by_a_lock(settings, tmp_path, caplog):
         fcntl.flock(held, fcntl.LOCK_UN)
     t.join(timeout=120)
     assert not t.is_alive() and result["report"].rows_curated == 4
+
+
+def test_an_older_date_does_not_sweep_new_files_into_the_past(settings, tmp_path):
+    """Files waiting in landing/ belong to the newest night: a re-run or `fbk ingest --ds` of an
+    older date reprocesses its own files only; the waiting file is claimed by the next run of the
+    newest date. Explicit files (claim=False) never sweep either."""
+    land_files(settings, [_file(tmp_path, "old.csv", "o")], "2026-03-01")
+    ingest_partition(settings, "2026-03-01", run_id="night1")
+    land_files(settings, [_file(tmp_path, "mid.csv", "m")], "2026-03-02")
+    ingest_partition(settings, "2026-03-02", run_id="night2")
+    waiting = settings.landing_dir / "tonight.csv"
+    waiting.write_bytes(_file(tmp_path, "tonight.csv", "t").read_bytes())
+
+    rerun = ingest_partition(settings, "2026-03-01", run_id="night1")  # a re-run of an older night
+    assert [f.source_file for f in rerun.files] == ["ds=2026-03-01/generic/old.csv"] and waiting.exists()
+    explicit = ingest_partition(settings, "2026-03-02", run_id="night2", claim=False)
+    assert [f.source_file for f in explicit.files] == ["ds=2026-03-02/generic/mid.csv"] and waiting.exists()
+
+    tonight = ingest_partition(settings, "2026-03-03", run_id="night3")
+    assert [f.source_file for f in tonight.files] == ["ds=2026-03-03/generic/tonight.csv"] and not waiting.exists()
+
+
+def test_files_no_run_claims_fail_the_night_loudly_after_the_others(settings, tmp_path):
+    """A file in a folder that names no mapping (a typo), or nested deeper, would never be
+    ingested and never reach the ledger: the run ingests the rest and then fails naming them."""
+    (settings.landing_dir / "airline_tweetz").mkdir(parents=True)
+    (settings.landing_dir / "airline_tweetz" / "x.csv").write_bytes(b"review_id,text\n1,hello there\n")
+    (settings.landing_dir / "generic" / "sub").mkdir(parents=True)
+    (settings.landing_dir / "generic" / "sub" / "y.csv").write_bytes(b"review_id,text\n2,hello again\n")
+    (settings.landing_dir / "good.csv").write_bytes(_file(tmp_path, "good.csv", "g").read_bytes())
+    with pytest.raises(IngestError, match=r"(?s)0 of 1 file\(s\) not ingested.*2 file\(s\) in landing/ that no run claims"
+                                          r".*airline_tweetz/x\.csv.*generic/sub/y\.csv") as err:
+        ingest_partition(settings, DS, run_id="run1")
+    assert [(f.source_file, f.status) for f in err.value.report.files] == [(f"ds={DS}/generic/good.csv", "ingested")]
+    assert (settings.landing_dir / "airline_tweetz" / "x.csv").exists()
