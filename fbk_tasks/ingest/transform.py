@@ -312,11 +312,24 @@ def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str]) -
     """Flag rows whose review_id, or (product, normalised text), was seen before, in this
     file or earlier (``seen_*`` hold the curated rows of earlier partitions and files)."""
     f = canon.frame
-    dup_id = f["review_id"].duplicated(keep="first").to_numpy() | f["review_id"].isin(seen_ids).to_numpy()
+    other = [m for name, m in canon.masks.items() if name != "duplicate"]
+    valid = ~np.logical_or.reduce(other) if other else np.ones(len(f), dtype=bool)
+    dup_id = _later_copies(f["review_id"], valid) | f["review_id"].isin(seen_ids).to_numpy()
     nonempty = f["text"].fillna("").str.len().to_numpy() > 0
     keys = f["dedup_key"]
-    dup_text = nonempty & (keys.duplicated(keep="first").to_numpy() | keys.isin(seen_keys).to_numpy())
+    dup_text = nonempty & (_later_copies(keys, valid) | keys.isin(seen_keys).to_numpy())
     canon.masks["duplicate"] = dup_id | dup_text
+
+
+def _later_copies(keys: pd.Series, valid: np.ndarray) -> np.ndarray:
+    """Rows whose key another row of the file holds first, where the first *valid* row counts as
+    the first: a row quarantined for another reason followed by its corrected copy (same id)
+    keeps the copy, instead of quarantining both. Among rows of a key none of which is valid,
+    the first in file order."""
+    order = np.lexsort((np.arange(len(keys)), ~valid))  # valid rows first, each group in file order
+    out = np.empty(len(keys), dtype=bool)
+    out[order] = keys.iloc[order].duplicated(keep="first").to_numpy()
+    return out
 
 
 def remember_curated(canon: Canonical, curated: np.ndarray, seen_ids: set[str], seen_keys: set[str]) -> None:

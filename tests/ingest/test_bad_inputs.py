@@ -152,6 +152,23 @@ def test_a_corrected_resend_in_the_same_night_is_not_a_duplicate(settings, tmp_p
     assert curated.set_index("review_id").loc["c1", "rating"] == 2
 
 
+def test_a_corrected_copy_later_in_the_same_file_is_curated(settings, tmp_path):
+    """Within one file too, the first *valid* row of an id (or text) is the one curated: a row
+    quarantined for a bad rating followed by its corrected copy keeps the copy, not neither;
+    two valid copies keep the first."""
+    settings.ingest.max_quarantine_share = 1.0
+    settings.ingest.max_duplicate_share = 1.0
+    f = tmp_path / "in" / "night.csv"
+    f.parent.mkdir(parents=True)
+    f.write_text(_csv([_row("c1", "Kettle boils slowly", rating="five"), _row("c2", "Kettle arrived dented"),
+                       _row("c1", "Kettle boils slowly", rating="2"), _row("c2", "Kettle arrived dented")]))
+    land_files(settings, [f], DS)
+    report = ingest_partition(settings, DS)
+    curated, quarantine = _reconciles(settings, report)
+    assert sorted(curated["row_number"]) == [2, 3] and sorted(curated["review_id"]) == ["c1", "c2"]
+    assert dict(zip(quarantine["row_number"], quarantine["reason"])) == {1: "rating_invalid;duplicate", 4: "duplicate"}
+
+
 def test_label_confidence_is_kept_or_quarantined_with_its_value(settings, tmp_path):
     """A source's confidence in its label: a number in [0, 1] is kept beside the label, anything
     else quarantines the row with reason label_confidence_invalid and the value as written; a
