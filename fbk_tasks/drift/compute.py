@@ -81,10 +81,10 @@ def compute_signals(reference: pd.DataFrame, night: pd.DataFrame, drift: DriftSe
     # 2. input drift: structured mixes and text length
     a, b = sg.shares(ref_cat), sg.shares(cur_cat)
     unseen = sorted(k for k, v in b.items() if v > 0 and a.get(k, 0) == 0)
-    res.append(SignalResult("category_mix_psi", "all", sg.psi(a, b), detail={"reference": a, "night": b, "unseen_categories": unseen}))
+    res.append(SignalResult("category_mix_psi", "all", sg.mix_psi(a, b), detail={"reference": a, "night": b, "unseen_categories": unseen}))
     info["category_shares"] = {"reference": a, "night": b}
     a, b = sg.shares(_col(reference, "language")), sg.shares(_col(night, "language"))
-    res.append(SignalResult("language_mix_psi", "all", sg.psi(a, b), detail={"reference": a, "night": b}))
+    res.append(SignalResult("language_mix_psi", "all", sg.mix_psi(a, b), detail={"reference": a, "night": b}))
     info["language_shares"] = {"reference": a, "night": b}
     rl, cl = sg.text_lengths(ref_text), sg.text_lengths(cur_text)
     value, edges = sg.binned_psi(rl, cl)
@@ -124,15 +124,24 @@ def compute_signals(reference: pd.DataFrame, night: pd.DataFrame, drift: DriftSe
     res.append(SignalResult("novel_term_share", "all", share, detail={"terms": novel}))
     info["novel_terms"] = novel
 
-    # 4. live quality where ratings exist
-    ra, rn = sg.agreement(_col(reference, "predicted"), _col(reference, "label"))
+    # 4. live quality where labels exist: against the reference rows the model did not train on
+    # (its training rows agree at training accuracy, which would read as a drop every night)
+    rt, ct = np.array(_col(reference, "label"), dtype=object), np.array(_col(night, "label"), dtype=object)
+    trained_on = _col(reference, "trained_on")
+    known = any(v is not None for v in trained_on)
+    held_out = ~np.array([v is not None and bool(v) for v in trained_on], dtype=bool)
+    ra, rn = sg.agreement(rp[held_out], rt[held_out])
+    rows = "not trained on" if known else "all (which rows the model trained on is not known)"
+    if rn < drift.min_category_rows:
+        ra, rn = None, rn  # too few held-out labelled rows to say what the model does on new ones
     ca, cn = sg.agreement(_col(night, "predicted"), _col(night, "label"))
     drop = None if ra is None or ca is None or cn < drift.min_category_rows else ra - ca
-    res.append(SignalResult("agreement_drop", "all", drop, detail={"reference": _num(ra), "night": _num(ca), "rated_night_rows": cn}))
-    info["agreement"] = {"reference": ra, "night": ca}
-    rt, ct = np.array(_col(reference, "label"), dtype=object), np.array(_col(night, "label"), dtype=object)
+    res.append(SignalResult("agreement_drop", "all", drop, detail={"reference": _num(ra), "night": _num(ca), "rated_night_rows": cn,
+                                                                   "reference_rows": rn, "reference_rows_used": rows}))
+    info["agreement"] = {"reference": ra, "night": ca, "reference_rows": rn, "reference_rows_used": rows}
     for c in per_cat_ok:
-        a, na = sg.agreement(rp[rc == c], rt[rc == c])
+        m = held_out & (rc == c)
+        a, na = sg.agreement(rp[m], rt[m])
         b, nb = sg.agreement(cp[cc == c], ct[cc == c])
         if a is not None and b is not None and min(na, nb) >= drift.min_category_rows:
             res.append(SignalResult("agreement_drop", f"category={c}", a - b, detail={"reference": _num(a), "night": _num(b), "rated_night_rows": nb}))

@@ -199,12 +199,32 @@ def _champion_lineage(settings: Settings, name: str, version: int) -> tuple[list
     return parts, tags
 
 
+def _training_ids(settings: Settings, name: str, version: int) -> set[str] | None:
+    """The review ids ``version`` was trained on (its run's prepared ``train.parquet``), or None
+    when unknown (a model registered by hand, prepared data removed)."""
+    from fbk_tasks.score.registry import configure_mlflow
+
+    client = configure_mlflow(settings)
+    run_id = client.get_model_version(name, str(version)).run_id
+    if not run_id:
+        return None
+    prepared = client.get_run(run_id).data.tags.get("fbk.prepared_dir")
+    path = Path(prepared or "") / "train.parquet"
+    if not prepared or not path.exists():
+        return None
+    return set(pd.read_parquet(path, columns=["review_id"])["review_id"])
+
+
 def reference_partitions(settings: Settings, ds: str, lineage: list[str] | None) -> tuple[list[str], str]:
-    """The reference partitions (never the night itself) and where they came from."""
+    """The reference partitions and where they came from: the version's training lineage (every
+    partition of it still on disk, the night included: the version's cached sample is built
+    once, for whichever night it first measures, and serves every later night, so leaving that
+    first night out would leave it out for good; :func:`measure_night` drops the night's own
+    reviews from the comparison), else the partitions before the night."""
     available = sorted(p.name[3:] for p in settings.curated_dir.glob("ds=*") if p.is_dir())
     if lineage:
-        parts = [p for p in lineage if p != ds and p in available]
-        if parts:
+        parts = [p for p in lineage if p in available]
+        if parts and parts != [ds]:
             return parts, "training lineage (MLflow param data.partitions)"
     before = [p for p in available if p < ds][-settings.drift.reference_fallback_partitions :]
     if not before:
@@ -241,6 +261,10 @@ def load_reference(settings: Settings, name: str, version: int, parts: list[str]
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     preds = model.predict(pd.DataFrame({"text": [str(t) for t in ref["text"]]}))
     ref = _objects(ref)
+    trained = _training_ids(settings, name, version)
+    # a row the version trained on agrees with its label far more often than a new one (training
+    # accuracy): agreement_drop compares the night with the reference rows it did not train on
+    ref["trained_on"] = ref["review_id"].isin(trained) if trained is not None else None
     ref["predicted"] = [str(v) for v in preds["label"]]
     ref["confidence"] = [float(v) for v in preds["confidence"]]
     emb = sg.embed([str(t) for t in ref["text"]], settings.drift.embed_max_length) if use_encoder else None
@@ -333,8 +357,10 @@ def answer_retrain_requests(settings: Settings, gate_result: dict[str, Any],
     """Record the gate's verdict on every retrain request not answered yet.
 
     Called by the gate after every training run (a retrain triggered by ``retrain_requested``,
-    a scheduled one or ``fbk train``): the run trained on data that includes the requesting
-    nights, so it answers them. Effects, so that a refusal is never silent:
+    a scheduled one or ``fbk train``). It answers the requests of nights its data includes (up
+    to the latest partition a candidate trained on, from ``registered[*]["partitions"]``): a
+    request made for a later night (while a long run trained) is left to the run it triggered.
+    Effects, so that a refusal is never silent:
 
     * the request lines in ``retrain_requests.jsonl`` get an ``outcome``;
     * the candidate versions get ``fbk.trigger.*`` tags (which request(s) they answer, why);
@@ -350,14 +376,15 @@ def answer_retrain_requests(settings: Settings, gate_result: dict[str, Any],
         "answered_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "candidates": {str(v): {"candidate": kinds.get(str(v)), **d} for v, d in verdicts.items()},
     }
+    trained = [p for c in registered for p in (c.get("partitions") or [])]
+    through = max(trained) if trained else None  # None: not known (answers every pending request)
     with _requests_lock(settings):
-        entries = read_retrain_requests(settings)
-        pending = [e for e in entries if not e.get("outcome")]
-        if not pending:
-            return []
-        for e in pending:
-            e["outcome"] = outcome
-        _write_requests(settings, entries)
+        pending = [e for e in read_retrain_requests(settings)
+                   if not e.get("outcome") and (through is None or e["ds"] <= through)]
+    if not pending:
+        return []
+    for e in pending:
+        e["outcome"] = outcome
 
     from fbk_tasks.train import registry
 
@@ -374,6 +401,15 @@ def answer_retrain_requests(settings: Settings, gate_result: dict[str, Any],
     for e in pending:
         log.info("%s", outcome_text(e))
         _rerender_report(settings, e)
+    # the outcome is written last: a gate retried after a failure above finds the requests still
+    # pending and does the tags and reports again
+    answered = {e["ds"] for e in pending}
+    with _requests_lock(settings):
+        entries = read_retrain_requests(settings)
+        for e in entries:
+            if e["ds"] in answered and not e.get("outcome"):
+                e["outcome"] = outcome
+        _write_requests(settings, entries)
     return pending
 
 
@@ -445,7 +481,7 @@ def measure_night(settings: Settings, ds: str, use_encoder: bool | None = None) 
             raise NoReference(f"no reference: the cached reference of v{version} holds only night {ds}", version)
     if "ds" in ref.columns:  # what the cached sample really holds (it was taken for the version's first night)
         held = sorted({str(d) for d in ref["ds"]})
-        if held != parts:
+        if held != [p for p in parts if p != ds]:  # more than the night's own reviews left out
             source = f"{source}; compared with v{version}'s cached reference sample, which holds these partitions"
         parts = held
     else:

@@ -35,6 +35,16 @@ def shares(values: Iterable[Any], categories: Sequence[str] | None = None) -> di
     return {k: (counts.get(k, 0) / total if total else 0.0) for k in keys}
 
 
+def mix_psi(reference: Mapping[str, float], current: Mapping[str, float]) -> float | None:
+    """:func:`psi` of two mixes of a column, or None (not measured) when one side has no value at
+    all (every row null: a source without categories). Floored and renormalised, an empty side
+    would be uniform, and the "PSI" would measure the other side against uniform: 0.88 for a
+    90/10 reference against a night without categories, 0 against a single category."""
+    if not any(reference.values()) or not any(current.values()):
+        return None
+    return psi(reference, current)
+
+
 def psi(reference: Mapping[str, float], current: Mapping[str, float], eps: float = PSI_EPS) -> float:
     """Population stability index of two share vectors over the union of their keys.
 

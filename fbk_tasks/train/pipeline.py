@@ -175,6 +175,7 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
             "model_uri": info.model_uri,
             "golden_macro_f1": golden_ev.macro_f1,
             "golden_sha256": prep.golden_sha256,
+            "partitions": list(prep.partitions),  # which retrain requests this run can answer
         }
 
 

@@ -93,3 +93,29 @@ def test_a_shift_in_one_category_fires_in_its_scope_only(drift_world, night_of):
     assert scoped[("agreement_drop", "category=books")].fired
     assert not scoped[("prediction_psi", "category=home")].fired
     assert not scoped[("prediction_psi", "all")].severe
+
+
+def test_agreement_drop_compares_the_night_with_rows_the_model_did_not_train_on(drift_world, night_of):
+    """The reference is the champion's training partitions: the rows it trained on agree with
+    their labels at training accuracy, which would read as a drop on every new night. Rows marked
+    ``trained_on`` are left out of the reference agreement; unknown (None) means all rows count."""
+    import pandas as pd
+
+    from fbk_tasks.drift.testing import generated_frame, with_predictions
+
+    trained = with_predictions(generated_frame(1200, seed=1, ds="2026-02-20"), drift_world["model"])
+    held = drift_world["reference"]
+    night = night_of(100)
+
+    def agreement_drop(reference):
+        m, _ = _run({**drift_world, "reference": reference}, night)
+        (r,) = [x for x in m.results if x.signal == "agreement_drop" and x.scope == "all"]
+        return r
+
+    mixed = agreement_drop(pd.concat([trained.assign(trained_on=True), held.assign(trained_on=False)], ignore_index=True))
+    alone = agreement_drop(held)
+    assert mixed.detail["reference_rows_used"] == "not trained on" and mixed.detail["reference_rows"] == alone.detail["reference_rows"]
+    assert mixed.value == pytest.approx(alone.value)
+    unknown = agreement_drop(pd.concat([trained, held], ignore_index=True).assign(trained_on=None))
+    assert unknown.detail["reference_rows_used"].startswith("all") and unknown.detail["reference_rows"] > 2 * 1000
+    assert unknown.value > alone.value  # the training rows' higher agreement is what it would have measured

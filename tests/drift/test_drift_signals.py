@@ -27,6 +27,18 @@ def test_shares_keeps_listed_categories_and_drops_nulls():
     assert sg.shares(["a", "a", None, "b"], ["a", "b", "c"]) == {"a": 2 / 3, "b": 1 / 3, "c": 0.0}
 
 
+def test_a_mix_with_no_values_on_one_side_is_not_measured():
+    """A night from a source without categories (all null) against a reference with them: not a
+    PSI against a made-up uniform mix (0.88 against a 90/10 reference, 0 against one category)."""
+    reference = sg.shares(["electronics"] * 9 + ["books"])
+    night = sg.shares([None] * 50)
+    assert sg.psi(reference, night) > 0.8  # what measuring it anyway gave
+    assert sg.mix_psi(reference, night) is None and sg.mix_psi(night, reference) is None
+    assert sg.mix_psi(sg.shares(["books"]), sg.shares([None])) is None
+    assert sg.mix_psi(reference, sg.shares(["electronics"] * 5 + ["books"] * 5)) == pytest.approx(
+        sg.psi(reference, sg.shares(["electronics"] * 5 + ["books"] * 5)))
+
+
 def test_binned_psi():
     rng = np.random.default_rng(0)
     ref = rng.normal(100, 20, 2000)

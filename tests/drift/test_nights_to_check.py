@@ -301,3 +301,29 @@ def test_fbk_drift_reports_a_failing_night_without_counting_it(settings, monkeyp
     done = monitor.measure_nights(settings, ["2026-03-01"], run_id="monitor-run")  # a monitor run counts
     assert "no longer checked automatically" in done["failed"]["2026-03-01"]
     assert nights_to_check(settings, "2026-03-01", 7) == []
+
+
+def test_a_training_run_answers_only_the_requests_of_nights_it_trained_on(settings, monkeypatch):
+    """A weekly run that assembled its data before Monday's drift request cannot answer it: the
+    request stays pending for the run it triggered. The outcome is written after the tags and
+    reports, so a gate retried after a failure there answers again."""
+    from fbk_tasks.drift import monitor
+    from fbk_tasks.drift.monitor import _write_requests, answer_retrain_requests, read_retrain_requests
+
+    _write_requests(settings, [{"ds": "2026-03-02", "reasons": ["x"]}, {"ds": "2026-03-05", "reasons": ["y"]}])
+    gate = {"changed": False, "champion_version": None, "verdicts": {}}
+    ran_on = [{"version": "1", "candidate": "baseline", "partitions": ["2026-03-01", "2026-03-02"]}]
+
+    def broken(*args):
+        raise ConnectionError("report volume gone")
+
+    with monkeypatch.context() as m:
+        m.setattr(monitor, "_rerender_report", broken)
+        with pytest.raises(ConnectionError):
+            answer_retrain_requests(settings, gate, ran_on)
+    assert all(not e.get("outcome") for e in read_retrain_requests(settings))  # still pending for the retry
+
+    answered = answer_retrain_requests(settings, gate, ran_on)
+    assert [e["ds"] for e in answered] == ["2026-03-02"]
+    state = {e["ds"]: e.get("outcome") for e in read_retrain_requests(settings)}
+    assert state["2026-03-02"]["verdict"] == "refused" and state["2026-03-05"] is None
