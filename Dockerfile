@@ -1,6 +1,7 @@
 # One image for every Airflow component and the MLflow server (docker-compose.yaml).
-# CPU torch as pinned in requirements.txt; for the gpu worker build with a CUDA torch, e.g.
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t fbk-pipeline:gpu .
+# CPU torch as pinned in requirements.txt; for the gpu worker build with a CUDA torch of the
+# same version from the PyTorch index that carries it for your CUDA (not built here), e.g.
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 -t fbk-pipeline:gpu .
 FROM python:3.11-slim
 
 ARG AIRFLOW_UID=50000
@@ -22,7 +23,8 @@ WORKDIR /opt/fbk
 COPY requirements.txt ./
 RUN pip install -r requirements.txt \
  && if [ -n "$TORCH_INDEX_URL" ]; then \
-      pip install --force-reinstall --index-url "$TORCH_INDEX_URL" "torch==$(pip show torch | sed -n 's/^Version: //p' | cut -d+ -f1)"; \
+      pip install --force-reinstall --no-deps --index-url "$TORCH_INDEX_URL" "torch==$(pip show torch | sed -n 's/^Version: //p' | cut -d+ -f1)" \
+      && pip install --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple "torch==$(pip show torch | sed -n 's/^Version: //p' | cut -d+ -f1)"; \
     fi
 
 # The project itself (dags/, fbk_tasks/, include/), installed without touching the pins.
