@@ -203,16 +203,10 @@ def _training_ids(settings: Settings, name: str, version: int) -> set[str] | Non
     """The review ids ``version`` was trained on (its run's prepared ``train.parquet``), or None
     when unknown (a model registered by hand, prepared data removed)."""
     from fbk_tasks.score.registry import configure_mlflow
+    from fbk_tasks.train.registry import trained_review_ids
 
     client = configure_mlflow(settings)
-    run_id = client.get_model_version(name, str(version)).run_id
-    if not run_id:
-        return None
-    prepared = client.get_run(run_id).data.tags.get("fbk.prepared_dir")
-    path = Path(prepared or "") / "train.parquet"
-    if not prepared or not path.exists():
-        return None
-    return set(pd.read_parquet(path, columns=["review_id"])["review_id"])
+    return trained_review_ids(client, client.get_model_version(name, str(version)).run_id)
 
 
 def reference_partitions(settings: Settings, ds: str, lineage: list[str] | None) -> tuple[list[str], str]:

@@ -290,10 +290,5 @@ def refresh_golden(settings: Settings, ds_from: str | None = None, ds_to: str | 
 
 
 def _training_overlap(client, run_id: str | None, golden: pd.DataFrame) -> int | None:
-    if not run_id:
-        return None
-    prepared = client.get_run(run_id).data.tags.get("fbk.prepared_dir")
-    path = Path(prepared or "") / "train.parquet"
-    if not prepared or not path.exists():
-        return None
-    return int(pd.read_parquet(path, columns=["review_id"])["review_id"].isin(golden["review_id"]).sum())
+    trained = registry.trained_review_ids(client, run_id)
+    return None if trained is None else int(golden["review_id"].isin(trained).sum())

@@ -7,6 +7,7 @@ gated candidate) and ``previous`` (the champion before the current one, for roll
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -81,6 +82,20 @@ def register(settings: Settings, run_id: str, logged_model_uri: str, tags: dict[
     return mv
 
 
+def trained_review_ids(client: MlflowClient, run_id: str | None) -> set[str] | None:
+    """The review ids a training run trained on (its prepared ``train.parquet``, named by the
+    run's ``fbk.prepared_dir`` tag), or None when unknown (no run, the prepared data removed)."""
+    import pandas as pd
+
+    if not run_id:
+        return None
+    prepared = client.get_run(run_id).data.tags.get("fbk.prepared_dir")
+    path = Path(prepared or "") / "train.parquet"
+    if not prepared or not path.exists():
+        return None
+    return set(pd.read_parquet(path, columns=["review_id"])["review_id"])
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version holding ``alias``; None only when the model or the alias does not exist.
 
@@ -117,8 +132,6 @@ def log_onnx_export(settings: Settings, model: Any, tokenizer: Any, golden: Any,
     rows (``score.onnx_min_speedup``), log the check as run metrics,
     ``fbk.onnx.*`` run tags and ``evaluation/onnx_check.json``; return the folder to log as the
     pyfunc's ``onnx_dir`` artifact (``onnx.json`` inside says which backend passed)."""
-    from pathlib import Path
-
     from fbk_tasks.score.onnx import export_and_check, metrics_of, tags_of
 
     t, s = settings.train, settings.score
