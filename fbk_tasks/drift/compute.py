@@ -133,7 +133,7 @@ def compute_signals(reference: pd.DataFrame, night: pd.DataFrame, drift: DriftSe
     ra, rn = sg.agreement(rp[held_out], rt[held_out])
     rows = "not trained on" if known else "all (which rows the model trained on is not known)"
     if rn < drift.min_category_rows:
-        ra, rn = None, rn  # too few held-out labelled rows to say what the model does on new ones
+        ra = None  # too few held-out labelled rows to say what the model does on new ones
     ca, cn = sg.agreement(_col(night, "predicted"), _col(night, "label"))
     drop = None if ra is None or ca is None or cn < drift.min_category_rows else ra - ca
     res.append(SignalResult("agreement_drop", "all", drop, detail={"reference": _num(ra), "night": _num(ca), "rated_night_rows": cn,

@@ -173,7 +173,7 @@ def claim_landed_files(settings: Settings, ds: str, claim: bool = True) -> list[
     lock, so a run of another date cannot claim the same file at the same time. ``claim=False``
     (a backfill, explicit files): only the files already claimed for ds; see :func:`may_claim`."""
     with ingest_lock(settings):
-        return _claim_landed_files(settings, ds, claim)[0]
+        return _claim_landed_files(settings, ds, claim and may_claim(settings, ds))[0]
 
 
 def may_claim(settings: Settings, ds: str) -> bool:

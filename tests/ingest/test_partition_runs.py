@@ -110,6 +110,7 @@ def test_an_older_date_does_not_sweep_new_files_into_the_past(settings, tmp_path
     waiting = settings.landing_dir / "tonight.csv"
     waiting.write_bytes(_file(tmp_path, "tonight.csv", "t").read_bytes())
 
+    assert pipeline.claim_landed_files(settings, "2026-03-01")[0][0].name == "old.csv"  # the DAG's claim task
     rerun = ingest_partition(settings, "2026-03-01", run_id="night1")  # a re-run of an older night
     assert [f.source_file for f in rerun.files] == ["ds=2026-03-01/generic/old.csv"] and waiting.exists()
     explicit = ingest_partition(settings, "2026-03-02", run_id="night2", claim=False)
