@@ -99,6 +99,31 @@ def _matches_sql(files: list[str], plan_file: str, present: list[str]) -> str:
             f"ON c.review_id = p.review_id ORDER BY fidx, row")
 
 
+def _find_by_id(con: Any, spec: ShardSpec, ids: list[str], positions: Any) -> tuple[list[str], list[Any], Any]:
+    """(ids, texts, plan positions) of those of ``ids`` that the shard's curated files hold at
+    any row: the first row of each, in file then row order, as the planned scan would take it."""
+    from fbk_tasks.score.plan import _files_sql
+
+    present = [f for f in spec.files if Path(f).exists()]
+    if not present or not ids:
+        return [], [], positions[:0]
+    order = {str(f): i for i, f in enumerate(spec.files)}
+    rows = con.execute(
+        f"SELECT review_id, text, filename, file_row_number FROM read_parquet({_files_sql(present)}, filename = true, "
+        "file_row_number = true) WHERE review_id IN (SELECT unnest($ids))", {"ids": ids}).fetchall()
+    first: dict[str, tuple[tuple[int, int], Any]] = {}
+    for rid, text, fname, rownum in rows:
+        key = (order.get(str(fname), len(order)), int(rownum))
+        if rid not in first or key < first[rid][0]:
+            first[rid] = (key, text)
+    where = dict(zip(ids, positions))
+    found = sorted(first, key=lambda r: first[r][0])
+    if found:
+        log.warning("shard %s/%s: %d planned review(s) not at their planned row (a curated file rewritten since "
+                    "planning) found by id", spec.ds, spec.shard, len(found))
+    return found, [first[r][1] for r in found], [where[r] for r in found]
+
+
 def _iter_planned_batches(settings: Settings, spec: ShardSpec, con: Any) -> Iterator[tuple[list[str], list[Any], Any]]:
     """Stream (review_ids, texts, positions in the plan file) of the planned ids from the
     shard's curated files, batch by batch, in file order then row order (deterministic: the
@@ -108,7 +133,8 @@ def _iter_planned_batches(settings: Settings, spec: ShardSpec, con: Any) -> Iter
     (:func:`_matches_sql`), and each curated file read with pyarrow in batches of
     ``score.scan_batch_rows``; the rows of a file batch that the place stream names are taken,
     and kept only if they still hold the planned id (a curated file replaced since planning
-    leaves its ids unmatched: ``missing_from_curated``). Nothing here grows with the shard."""
+    leaves its ids unmatched here; :func:`score_shard` then looks them up by id). Nothing here
+    grows with the shard."""
     import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -458,26 +484,40 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
         buf_ids.clear()
         buf_texts.clear()
 
+    def take(ids: list[str], texts: list[Any], positions: Any) -> None:
+        for rid, text, pos in zip(ids, texts, positions):
+            if seen[pos]:
+                continue  # the same review id again (a re-delivered row): scored once
+            seen[pos] = True
+            clean = _clean_text(text)
+            if not clean:
+                rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
+                continue
+            buf_ids.append(rid)
+            buf_texts.append(clean)
+            if len(buf_ids) >= settings.score.batch_size:
+                flush()
+
     try:
         with duckdb_connection(settings) as con:
             for ids, texts, positions in _iter_planned_batches(settings, spec, con):
-                for rid, text, pos in zip(ids, texts, positions):
-                    if seen[pos]:
-                        continue  # the same review id again (a re-delivered row): scored once
-                    seen[pos] = True
-                    clean = _clean_text(text)
-                    if not clean:
-                        rejected_rows.append({"review_id": rid, "reason": "empty_text", "detail": "no text after whitespace normalisation", **common})
-                        continue
-                    buf_ids.append(rid)
-                    buf_texts.append(clean)
-                    if len(buf_ids) >= settings.score.batch_size:
-                        flush()
+                take(ids, texts, positions)
+            # planned ids not at their planned place: a curated file rewritten since planning (a
+            # re-ingest of the night) may hold them at other rows; looked up by id, a batch of the
+            # plan at a time (usually none is left)
+            offset = 0
+            with pq.ParquetFile(spec.plan_file) as pf:
+                for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):
+                    unseen = np.flatnonzero(~seen[offset:offset + batch.num_rows])
+                    if len(unseen):
+                        take(*_find_by_id(con, spec, batch.column(0).take(pa.array(unseen)).to_pylist(), unseen + offset))
+                    offset += batch.num_rows
         flush()
     except BaseException:
         out.abort()
         raise
-    # planned ids never seen, read back from the plan file a batch at a time (sorted already)
+    # planned ids found nowhere in the shard's curated files, read back from the plan file a
+    # batch at a time (sorted already)
     offset = 0
     with pq.ParquetFile(spec.plan_file) as pf:
         for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):

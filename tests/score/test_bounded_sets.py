@@ -333,19 +333,23 @@ def test_shard_matching_agrees_with_scan_order_dedup_and_missing(settings, monke
         assert pq.read_table(result.rejected_file).column("review_id").to_pylist() == ["gone1", "gone2"]
 
 
-def test_shard_leaves_rows_of_a_replaced_curated_file_missing(settings, monkeypatch):
-    """The plan says where each id's row was; a curated file rewritten since planning (other
-    ids at those rows, or fewer rows) leaves its planned ids missing instead of scoring
-    another review under their id."""
+def test_shard_finds_moved_rows_of_a_rewritten_curated_file_by_id(settings, monkeypatch):
+    """The plan says where each id's row was; a curated file rewritten since planning (a
+    re-ingest of the night: other ids at those rows, or fewer rows) never makes the shard score
+    another review under an id. The planned ids the file still holds at other rows are found by
+    id and scored (they were rejected as missing before, and the version never planned them
+    again); only ids gone from every file are missing_from_curated."""
     s = _settings(monkeypatch, shards=1, scan_batch_rows=2)
     _curated(s, "2026-06-02", ["a1", "a2", "a3"], name="part-1")
-    f2 = _curated(s, "2026-06-02", ["b1", "b2", "b3", "b4"], name="part-2")
+    f2 = _curated(s, "2026-06-02", ["b1", "b2", "b3", "b4"], texts=["t1", "t2", "t3", "t4"], name="part-2")
     (spec,) = plan_shards(s, "2026-06-02", REF, run_id="r", scored_at=AT)
-    pq.write_table(pq.read_table(f2).slice(1, 2), f2)  # now b2, b3: every row moved, b4 gone
+    pq.write_table(pq.read_table(f2).slice(1, 2), f2)  # now b2, b3: every row moved, b1 and b4 gone
     result = score_shard(s, spec, model=_Model())
-    assert (result.planned, result.scored, result.rejected) == (7, 3, 4)
-    assert pq.read_table(result.scores_file).column("review_id").to_pylist() == ["a1", "a2", "a3"]
-    assert pq.read_table(result.rejected_file).column("review_id").to_pylist() == ["b1", "b2", "b3", "b4"]
+    assert (result.planned, result.scored, result.rejected) == (7, 5, 2)
+    scores = pq.read_table(result.scores_file).to_pydict()
+    assert scores["review_id"] == ["a1", "a2", "a3", "b2", "b3"]
+    assert pq.read_table(result.rejected_file).column("review_id").to_pylist() == ["b1", "b4"]
+    assert pq.read_table(result.rejected_file).column("reason").to_pylist() == ["missing_from_curated"] * 2
 
 
 def test_small_memory_cap_same_results(lake, monkeypatch):
