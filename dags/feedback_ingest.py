@@ -63,6 +63,8 @@ def feedback_ingest():
             report = ingest_partition(load_settings(), logical_ds(context), run_id=context["run_id"],
                                       claim=not is_backfill(context))
         except IngestError as exc:
+            if exc.__cause__ is not None:
+                raise  # an unexpected error (a flaky volume, a library hiccup): Airflow retries the night
             # the data decides this, so a retry would fail the same way: fail now, with the
             # reasons; fix or remove the file, then clear the task
             raise AirflowFailException(str(exc)) from exc

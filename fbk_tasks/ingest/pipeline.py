@@ -182,7 +182,13 @@ def may_claim(settings: Settings, ds: str) -> bool:
     an older date must reprocess exactly its own files, not sweep tonight's drops into the past.
     The files stay waiting (and are logged) for the next regular run."""
     landing = settings.landing_dir
+    today = datetime.now(timezone.utc).date().isoformat()
     later = sorted(p.name[3:] for p in landing.glob("ds=*") if p.is_dir() and p.name[3:] > ds) if landing.exists() else []
+    future = [d for d in later if d > today]
+    if future:  # a typo (`fbk ingest f.csv --ds 2062-03-01`) must not stop every night from claiming
+        log.warning("landing/ holds claimed files for dates after today (%s): ignored when deciding what to claim",
+                    ", ".join(future))
+        later = [d for d in later if d <= today]
     if later:
         log.info("ds=%s: not claiming new files from %s (ds=%s already has claimed files; they wait for the next "
                  "regular run)", ds, landing, later[-1])
@@ -229,7 +235,7 @@ def _claim_landed_files(settings: Settings, ds: str, claim: bool = True) -> tupl
             if not sub.is_dir() or sub.name.startswith("ds=") or sub.name.startswith("."):
                 continue
             for p in sub.rglob("*"):
-                if p.is_file() and not p.name.startswith("."):
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(sub).parts):
                     if sub.name in mappings and p.parent == sub:
                         candidates.append((p, sub.name))
                     else:

@@ -116,6 +116,7 @@ def test_an_older_date_does_not_sweep_new_files_into_the_past(settings, tmp_path
     explicit = ingest_partition(settings, "2026-03-02", run_id="night2", claim=False)
     assert [f.source_file for f in explicit.files] == ["ds=2026-03-02/generic/mid.csv"] and waiting.exists()
 
+    land_files(settings, [_file(tmp_path, "typo.csv", "y")], "2062-03-01")  # a mistyped --ds far ahead: ignored
     tonight = ingest_partition(settings, "2026-03-03", run_id="night3")
     assert [f.source_file for f in tonight.files] == ["ds=2026-03-03/generic/tonight.csv"] and not waiting.exists()
 
@@ -128,6 +129,8 @@ def test_files_no_run_claims_fail_the_night_loudly_after_the_others(settings, tm
     (settings.landing_dir / "generic" / "sub").mkdir(parents=True)
     (settings.landing_dir / "generic" / "sub" / "y.csv").write_bytes(b"review_id,text\n2,hello again\n")
     (settings.landing_dir / "good.csv").write_bytes(_file(tmp_path, "good.csv", "g").read_bytes())
+    (settings.landing_dir / "generic" / ".rsync-partial").mkdir()  # a transfer tool's hidden folder: not a stray
+    (settings.landing_dir / "generic" / ".rsync-partial" / "z.csv").write_bytes(b"review_id,text\n3,half\n")
     with pytest.raises(IngestError, match=r"(?s)0 of 1 file\(s\) not ingested.*2 file\(s\) in landing/ that no run claims"
                                           r".*airline_tweetz/x\.csv.*generic/sub/y\.csv") as err:
         ingest_partition(settings, DS, run_id="run1")
