@@ -351,8 +351,6 @@ def prepare_training_data(
     gold = golden.load() if golden is not None else draw_golden(settings, labelled.frame)
     pool, overlap = outside_golden(labelled.frame, gold)
     check_trainable(pool, t.min_rows_per_class)
-    if golden is None:  # the first run: the golden set is kept only once the data is found trainable
-        golden = take_golden(settings, labelled.frame, gold)
     classes = class_scheme(pool["label"])
     n_dev = max(len(classes), int(round(len(pool) * t.dev_fraction)))
     dev_idx = stratified_sample(pool, n_dev, t.seed + 1)
@@ -361,6 +359,8 @@ def prepare_training_data(
     if t.max_train_samples and len(train) > t.max_train_samples:
         train = train.loc[stratified_sample(train, t.max_train_samples, t.seed + 2)]
     check_trainable(train, min(t.min_rows_per_class, len(train)))
+    if golden is None:  # the first run: the golden set is kept only once the data is found trainable
+        golden = take_golden(settings, labelled.frame, gold)
     train = train.sample(frac=1.0, random_state=t.seed).reset_index(drop=True)
     dev = dev.reset_index(drop=True)
 

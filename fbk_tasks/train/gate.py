@@ -56,8 +56,13 @@ def score_on_golden(settings: Settings, uri: str, golden: pd.DataFrame) -> tuple
     import mlflow
 
     registry.client_for(settings)
+    from mlflow.exceptions import MlflowException
+
     model = mlflow.pyfunc.load_model(uri)
-    python_model = model.unwrap_python_model()
+    try:
+        python_model = model.unwrap_python_model()
+    except MlflowException:  # a pyfunc of another flavour (registered by hand): predicted as it is
+        python_model = None
     if hasattr(python_model, "use_cpu"):
         python_model.use_cpu()
     pred = model.predict(pd.DataFrame({"text": golden["text"].tolist()}))
@@ -208,9 +213,12 @@ def promote(settings: Settings, version: str | int, reason: str = "manual promot
     champion = registry.alias_version(client, name, registry.CHAMPION)
     if champion is not None and str(champion.version) == version:
         return {"changed": False, "champion_version": version, "previous_version": None}
-    client.set_registered_model_alias(name, registry.CHAMPION, version)
+    # `previous` first: a promote that dies in between is simply run again (champion is still
+    # the old one, so it sets both); moved second, a re-run would find `version` champion already
+    # and return early, with `previous` one version too old
     if champion is not None:
         client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
+    client.set_registered_model_alias(name, registry.CHAMPION, version)
     registry.set_tags(client, name, version, {"fbk.gate.verdict": "promoted-manually", "fbk.gate.reason": reason,
                                               "fbk.gate.at": _now()})
     return {"changed": True, "champion_version": version, "previous_version": None if champion is None else str(champion.version)}

@@ -141,6 +141,17 @@ def test_data_refused_after_the_golden_draw_fixes_no_golden_set(settings):
     assert current_golden(s) is None and not (s.data_dir / "golden").exists()
 
 
+def test_data_refused_after_the_dev_split_fixes_no_golden_set(settings):
+    """Enough neutral rows after the golden draw, too few once dev takes its share: refused by
+    the second check, and still no golden set kept."""
+    s = _settings(settings, golden_fraction=0.2, min_rows_per_class=20)
+    t = make_reviews(120, classes=("negative", "positive"))
+    write_partition(s.curated_dir, pa.concat_tables([t, make_reviews(26, classes=("neutral",), prefix="n")]))
+    with pytest.raises(TrainingDataError, match="fewer than min_rows_per_class"):
+        prepare_training_data(s)
+    assert current_golden(s) is None and not (s.data_dir / "golden").exists()
+
+
 def test_a_golden_set_that_moved_is_found_and_one_that_is_gone_or_changed_is_an_error(settings, tmp_path):
     """golden.json names its file relative to itself (an older absolute path still works when it
     exists); a missing file is an error, never a reason to draw a new set from rows the champion

@@ -123,6 +123,33 @@ def test_a_gate_that_dies_between_the_two_aliases_keeps_the_rollback_target(trai
     assert rollback(s)["champion_version"] == first["version"]
 
 
+def test_a_manual_promote_that_dies_between_its_two_aliases_is_simply_run_again(train_env, monkeypatch):
+    """`fbk model promote` has no retry memory like the gate's: it moves `previous` first, so a
+    promote that dies before moving `champion` is run again and sets both (moved second, the
+    re-run would find the version champion already and leave `previous` one version too old)."""
+    from mlflow import MlflowClient
+
+    s = train_env()
+    first, second = _champion_and_better_candidate(s)
+    real = MlflowClient.set_registered_model_alias
+    calls = []
+
+    def dies_on_the_second_alias(self, name, alias, version):
+        calls.append(alias)
+        if len(calls) == 2:
+            raise ConnectionError("registry went away")
+        return real(self, name, alias, version)
+
+    with monkeypatch.context() as m:
+        m.setattr(MlflowClient, "set_registered_model_alias", dies_on_the_second_alias)
+        with pytest.raises(ConnectionError):
+            promote(s, second["version"])
+    assert promote(s, second["version"])["changed"]
+    aliases = _aliases(s)
+    assert (aliases["champion"], aliases["previous"]) == (second["version"], first["version"])
+    assert rollback(s)["champion_version"] == first["version"]
+
+
 def test_a_retried_gate_repeats_its_promotion(train_env, monkeypatch):
     """The gate task fails after it moved the aliases (here: answering retrain requests) and
     Airflow retries it: the retry gives the same answer (promoted, changed, the previous champion),
