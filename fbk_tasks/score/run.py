@@ -99,18 +99,25 @@ def _matches_sql(files: list[str], plan_file: str, present: list[str]) -> str:
             f"ON c.review_id = p.review_id ORDER BY fidx, row")
 
 
-def _find_by_id(con: Any, spec: ShardSpec, ids: list[str], positions: Any) -> tuple[list[str], list[Any], Any]:
+def _find_by_id(con: Any, spec: ShardSpec, ids: list[str], positions: list[int]) -> tuple[list[str], list[Any], list[int]]:
     """(ids, texts, plan positions) of those of ``ids`` that the shard's curated files hold at
     any row: the first row of each, in file then row order, as the planned scan would take it."""
     from fbk_tasks.score.plan import _files_sql
 
+    import pyarrow as pa
+
     present = [f for f in spec.files if Path(f).exists()]
     if not present or not ids:
-        return [], [], positions[:0]
+        return [], [], []
     order = {str(f): i for i, f in enumerate(spec.files)}
-    rows = con.execute(
-        f"SELECT review_id, text, filename, file_row_number FROM read_parquet({_files_sql(present)}, filename = true, "
-        "file_row_number = true) WHERE review_id IN (SELECT unnest($ids))", {"ids": ids}).fetchall()
+    con.register("fbk_lost_ids", pa.table({"review_id": pa.array(ids, pa.string())}))
+    try:
+        rows = con.execute(
+            f"SELECT c.review_id, c.text, c.filename, c.file_row_number FROM read_parquet({_files_sql(present)}, "
+            "filename = true, file_row_number = true) AS c SEMI JOIN fbk_lost_ids AS l ON c.review_id = l.review_id"
+        ).fetchall()
+    finally:
+        con.unregister("fbk_lost_ids")
     first: dict[str, tuple[tuple[int, int], Any]] = {}
     for rid, text, fname, rownum in rows:
         key = (order.get(str(fname), len(order)), int(rownum))
@@ -503,15 +510,18 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
             for ids, texts, positions in _iter_planned_batches(settings, spec, con):
                 take(ids, texts, positions)
             # planned ids not at their planned place: a curated file rewritten since planning (a
-            # re-ingest of the night) may hold them at other rows; looked up by id, a batch of the
-            # plan at a time (usually none is left)
-            offset = 0
-            with pq.ParquetFile(spec.plan_file) as pf:
-                for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):
-                    unseen = np.flatnonzero(~seen[offset:offset + batch.num_rows])
-                    if len(unseen):
-                        take(*_find_by_id(con, spec, batch.column(0).take(pa.array(unseen)).to_pylist(), unseen + offset))
-                    offset += batch.num_rows
+            # re-ingest of the night) may hold them at other rows; looked up by id in one join
+            # (usually none is left; at most as many as would be rejected rows)
+            if not seen.all():
+                offset, lost_ids, lost_pos = 0, [], []
+                with pq.ParquetFile(spec.plan_file) as pf:
+                    for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):
+                        unseen = np.flatnonzero(~seen[offset:offset + batch.num_rows])
+                        if len(unseen):
+                            lost_ids.extend(batch.column(0).take(pa.array(unseen)).to_pylist())
+                            lost_pos.extend((unseen + offset).tolist())
+                        offset += batch.num_rows
+                take(*_find_by_id(con, spec, lost_ids, lost_pos))
         flush()
     except BaseException:
         out.abort()

@@ -1,12 +1,12 @@
--- daily_product_sentiment: per day (ingestion partition), product and category, the champion's
--- label mix. Grouped by category too: sources without product ids (product_id NULL) get one row
--- per category and day instead of one row for all of them.
+-- daily_product_sentiment: per day (ingestion partition) and product, the champion's label mix.
+-- Reviews without a product id (sources that have none) are grouped by category instead of
+-- into one row for all of them.
 CREATE OR REPLACE VIEW daily_product_sentiment AS
 SELECT
     ds                                                   AS day,
     product_id,
     any_value(product_name)                              AS product_name,
-    product_category,
+    any_value(product_category)                          AS product_category,
     count(*)                                             AS n_reviews,
     count(*) FILTER (WHERE predicted_label = 'negative') AS n_negative,
     count(*) FILTER (WHERE predicted_label = 'neutral')  AS n_neutral,
@@ -16,4 +16,4 @@ SELECT
     round(avg(confidence), 4)                            AS avg_confidence,
     any_value(model_version)                             AS model_version
 FROM review_scores
-GROUP BY ds, product_id, product_category;
+GROUP BY ds, product_id, CASE WHEN product_id IS NULL THEN product_category END;
