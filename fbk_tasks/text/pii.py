@@ -45,6 +45,7 @@ This module also hosts the small Arrow/numpy helpers shared by ``clean`` and ``l
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import os
 import re
@@ -506,7 +507,8 @@ def is_valid_card(digits: str) -> bool:
     return 13 <= len(digits) <= 19 and digits.isdigit() and _card_brand(digits) is not None and luhn_ok(digits)
 
 
-_RUN = re.compile(r"(?<![0-9A-Za-z+])[0-9]+(?:[ \-][0-9]+)*[Xx]?(?![0-9A-Za-z])")
+# a run may follow letters ('Visa4111...', 'ID1101...'), never a digit or '+' (mid-number, or a phone)
+_RUN = re.compile(r"(?<![0-9+])[0-9]+(?:[ \-][0-9]+)*[Xx]?(?![0-9A-Za-z])")
 _SPLIT = re.compile(r"([ \-])")
 
 
@@ -540,10 +542,18 @@ def _redact_checksums(text: str, today: _dt.date) -> str:
         for k, g in enumerate(groups):
             starts.append(pos)
             pos += len(g) + (1 if k < len(seps) else 0)
+        # cum[k]: characters in groups[:k]; the windows i..j of 13-19 characters form one range
+        # of j for each i (group lengths are positive), so each i tries at most 19 windows,
+        # longest first (a run of G groups costs O(G), not O(G^3) as trying every window did)
+        cum = [0]
+        for g in groups:
+            cum.append(cum[-1] + len(g))
         i = 0
         while i < len(groups):
             hit = None
-            for j in range(len(groups) - 1, i - 1, -1):
+            j_max = bisect.bisect_right(cum, cum[i] + 19) - 2  # last j with cum[j+1] - cum[i] <= 19
+            j_min = bisect.bisect_left(cum, cum[i] + 13) - 1  # first j with cum[j+1] - cum[i] >= 13
+            for j in range(min(j_max, len(groups) - 1), max(j_min, i) - 1, -1):
                 win, wseps = groups[i : j + 1], seps[i:j]
                 joined = "".join(win)
                 if not 13 <= len(joined) <= 19 or not _window_isolated(groups, i, j):

@@ -386,6 +386,8 @@ CASES = [
     ("card 4111 1111 1111 1111 ok", "card [CARD] ok"),
     ("qty 2 4111 1111 1111 1111", "qty 2 [CARD]"),
     ("card 4111111111111112 bad luhn", "card 4111111111111112 bad luhn"),
+    ("Visa4111111111111111 and cardno4111-1111-1111-1111", "Visa[CARD] and cardno[CARD]"),
+    ("ID11010519491231002X", "ID[CN_ID]"),
     ("5123 4567 8901 2346 2023", "5123 4567 8901 2346 2023"),
     ("身份证11010519491231002X", "身份证[CN_ID]"),
     ("身份证 110105 19491231 002X", "身份证 [CN_ID]"),
@@ -447,3 +449,62 @@ def test_checksum_helpers():
     assert not is_valid_cn_id("99010519491231002X")  # no such province
     future = "110105" + (dt.date.today() + dt.timedelta(days=400)).strftime("%Y%m%d") + "001"
     assert not is_valid_cn_id(future + cn_id_check_char(future))
+
+
+def _checksum_windows_reference(text: str, today: dt.date) -> str:
+    """The earlier window search (every window of a digit run, longest first): correct but
+    cubic in the number of digit groups; the reference the bounded search must equal."""
+    from fbk_tasks.text import pii
+
+    out, last = [], 0
+    for m in pii._RUN.finditer(text):
+        parts = pii._SPLIT.split(m.group())
+        groups, seps = parts[0::2], parts[1::2]
+        starts, pos = [], m.start()
+        for k, g in enumerate(groups):
+            starts.append(pos)
+            pos += len(g) + (1 if k < len(seps) else 0)
+        i = 0
+        while i < len(groups):
+            hit = None
+            for j in range(len(groups) - 1, i - 1, -1):
+                win, wseps = groups[i : j + 1], seps[i:j]
+                joined = "".join(win)
+                if not 13 <= len(joined) <= 19 or not pii._window_isolated(groups, i, j):
+                    continue
+                if len(joined) == 18 and pii._id_grouping_ok(win, wseps) and is_valid_cn_id(joined, today):
+                    hit = (j, "[CN_ID]")
+                    break
+                if joined.isdigit() and pii._card_grouping_ok(win, wseps) and is_valid_card(joined):
+                    hit = (j, "[CARD]")
+                    break
+            if hit is None:
+                i += 1
+                continue
+            j, ph = hit
+            out += [text[last : starts[i]], ph]
+            last = starts[j] + len(groups[j])
+            i = j + 1
+    return text if last == 0 else "".join(out) + text[last:]
+
+
+_GROUPS = st.sampled_from(["4111", "1111", "5500", "0000", "0004", "12", "3", "2023", "110105", "19491231", "002X",
+                           "4111111111111111", "98765", "7"])
+
+
+@SETTINGS
+@given(st.lists(_GROUPS, min_size=1, max_size=12), st.lists(st.sampled_from([" ", "-"]), min_size=11, max_size=11))
+def test_checksum_window_search_equals_trying_every_window(groups, seps):
+    from fbk_tasks.text.pii import _redact_checksums
+
+    text = "ref " + groups[0] + "".join(sep + g for sep, g in zip(seps, groups[1:])) + " ok"
+    today = dt.date(2026, 12, 1)
+    assert _redact_checksums(text, today) == _checksum_windows_reference(text, today)
+
+
+def test_a_long_run_of_digit_groups_is_searched_in_linear_time():
+    """20,000 one-digit groups in one row (40 KB): every window was tried before (about 10^12
+    joins: the night's ingestion never finished); now at most 19 per group. A card at the end of
+    the run is still found."""
+    res = redact_pii(pa.array(["1 " * 20000 + "x 4111 1111 1111 1111 thanks"]))
+    assert res.text.to_pylist() == ["1 " * 20000 + "x [CARD] thanks"] and res.counts["CARD"] == 1
