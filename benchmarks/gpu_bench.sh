@@ -33,7 +33,11 @@ run_part() {  # name, seconds, command...
   timeout --signal=TERM --kill-after=10 "$secs" "$@" > >(tee -a "$RESULTS/$name.jsonl") 2> >(tee -a "$RESULTS/$name.log" >&2)
   local rc=$?
   echo "== $name: exit $rc after $((SECONDS - start))s" >&2
+  # a part cut by its time box (124) printed what it finished; any other failure fails the script
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then failed="$failed $name"; fi
 }
+
+failed=""
 
 for part in "$@"; do
   case $part in
@@ -45,3 +49,7 @@ for part in "$@"; do
     *) echo "unknown part: $part (smoke, airline, shopping)" >&2; exit 2 ;;
   esac
 done
+if [ -n "$failed" ]; then
+  echo "failed:$failed" >&2
+  exit 1
+fi
