@@ -22,7 +22,6 @@ backfilled nights without drift metrics, newest first, at most ``drift.max_night
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
@@ -291,22 +290,12 @@ def record_retrain_request(settings: Settings, ds: str, decision: Decision, mode
         return _write_requests(settings, entries)
 
 
-@contextlib.contextmanager
 def _requests_lock(settings: Settings):
     """Serialise the read-modify-write of the request file: the monitor (recording a request) and
-    the gate (answering them) may run at the same time, and neither may lose the other's line.
-    An advisory lock on a file beside it (processes on one host, or a shared file system that
-    supports flock)."""
-    import fcntl
+    the gate (answering them) may run at the same time, and neither may lose the other's line."""
+    from fbk_tasks.io.locks import exclusive_lock
 
-    folder = drift_state_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / (REQUESTS_FILE + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(drift_state_dir(settings) / (REQUESTS_FILE + ".lock"), "the retrain request file", log)
 
 
 def requested_by_another_run(settings: Settings, ds: str, run_id: str | None) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ the files claimed for that date again and rewrites the same outputs (each write 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -23,7 +22,6 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +36,7 @@ from fbk_tasks.ingest.readers import FileRejected, read_file
 from fbk_tasks.ingest.transform import REASONS, Canonical, mark_duplicates, raw_records, remember_curated, to_canonical
 from fbk_tasks.ingest.validate import BatchRejected, run_gate, validation_frame
 from fbk_tasks.io import atomic
+from fbk_tasks.io.locks import exclusive_lock
 from fbk_tasks.schema import CURATED_COLUMNS, CURATED_SCHEMA
 from fbk_tasks.settings import Settings
 from fbk_tasks.text.pii import PII_TYPES
@@ -173,7 +172,7 @@ def claim_landed_files(settings: Settings, ds: str, claim: bool = True) -> list[
     lock, so a run of another date cannot claim the same file at the same time. ``claim=False``
     (a backfill, explicit files): only the files already claimed for ds; see :func:`may_claim`."""
     with ingest_lock(settings):
-        return _claim_landed_files(settings, ds, claim and may_claim(settings, ds))[0]
+        return _claim_landed_files(settings, ds, claim)[0]
 
 
 def may_claim(settings: Settings, ds: str) -> bool:
@@ -195,34 +194,18 @@ def may_claim(settings: Settings, ds: str) -> bool:
     return not later
 
 
-@contextlib.contextmanager
-def ingest_lock(settings: Settings) -> Iterator[None]:
+def ingest_lock(settings: Settings):
     """Serialise ingestion runs (a backfill running several dates at once, `fbk ingest` beside
     the DAG): two runs would otherwise race to claim the same landed file, and each could check
-    a review_id against the other's partition before the other wrote it and curate it twice.
-    An advisory lock on a file under <data>/state (processes on one host, or a shared file
-    system that supports flock), as the drift monitor's request file uses. Not re-entrant."""
-    import fcntl
-
-    path = settings.state_dir / "ingest.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another ingestion run to finish (it holds %s)", path)
-            started = time.monotonic()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            log.info("ingestion lock acquired after %.1f s", time.monotonic() - started)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    a review_id against the other's partition before the other wrote it and curate it twice."""
+    return exclusive_lock(settings.state_dir / "ingest.lock", "another ingestion run to finish", log)
 
 
-def _claim_landed_files(settings: Settings, ds: str, claim: bool = True) -> tuple[list[tuple[Path, SourceMapping]], list[Path]]:
+def _claim_landed_files(settings: Settings, ds: str, claim: bool) -> tuple[list[tuple[Path, SourceMapping]], list[Path]]:
     """(files claimed for ds, files in landing/ that no claim rule takes: in a folder that names
-    no mapping, or nested deeper; reported when claiming, so that they are not ignored forever)."""
+    no mapping, or nested deeper; reported when claiming, so that they are not ignored forever).
+    New files are claimed only when ``claim`` and :func:`may_claim` allow."""
+    claim = claim and may_claim(settings, ds)
     mappings = load_mappings(settings.ingest.sources_dir)
     landing = settings.landing_dir
     landing.mkdir(parents=True, exist_ok=True)
@@ -554,7 +537,7 @@ def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now
     now = now or datetime.now(timezone.utc)
     run_id = run_id or f"manual__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
     with ingest_lock(settings):
-        return _ingest_partition(settings, ds, run_id, now, claim and may_claim(settings, ds))
+        return _ingest_partition(settings, ds, run_id, now, claim)
 
 
 def _ingest_partition(settings: Settings, ds: str, run_id: str, now: datetime, claim: bool) -> IngestReport:
