@@ -102,9 +102,9 @@ def _matches_sql(files: list[str], plan_file: str, present: list[str]) -> str:
 def _find_by_id(con: Any, spec: ShardSpec, ids: list[str], positions: list[int]) -> tuple[list[str], list[Any], list[int]]:
     """(ids, texts, plan positions) of those of ``ids`` that the shard's curated files hold at
     any row: the first row of each, in file then row order, as the planned scan would take it."""
-    from fbk_tasks.score.plan import _files_sql
-
     import pyarrow as pa
+
+    from fbk_tasks.score.plan import _files_sql
 
     present = [f for f in spec.files if Path(f).exists()]
     if not present or not ids:
@@ -509,11 +509,13 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
         with duckdb_connection(settings) as con:
             for ids, texts, positions in _iter_planned_batches(settings, spec, con):
                 take(ids, texts, positions)
-            # planned ids not at their planned place: a curated file rewritten since planning (a
-            # re-ingest of the night) may hold them at other rows; looked up by id in one join
+            # planned ids not at their planned place, read back from the plan file a batch at a
+            # time (sorted already): a curated file rewritten since planning (a re-ingest of the
+            # night) may hold them at other rows, so they are looked up by id in one join
             # (usually none is left; at most as many as would be rejected rows)
+            lost_ids, lost_pos = [], []
             if not seen.all():
-                offset, lost_ids, lost_pos = 0, [], []
+                offset = 0
                 with pq.ParquetFile(spec.plan_file) as pf:
                     for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):
                         unseen = np.flatnonzero(~seen[offset:offset + batch.num_rows])
@@ -526,16 +528,9 @@ def score_shard(settings: Settings, shard: ShardSpec, *, model: Any = None, back
     except BaseException:
         out.abort()
         raise
-    # planned ids found nowhere in the shard's curated files, read back from the plan file a
-    # batch at a time (sorted already)
-    offset = 0
-    with pq.ParquetFile(spec.plan_file) as pf:
-        for batch in pf.iter_batches(batch_size=settings.score.scan_batch_rows, columns=["review_id"]):
-            unseen = ~seen[offset:offset + batch.num_rows]
-            offset += batch.num_rows
-            if unseen.any():
-                for rid in batch.column(0).filter(pa.array(unseen)).to_pylist():
-                    rejected_rows.append({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files", **common})
+    # planned ids found nowhere in the shard's curated files
+    rejected_rows.extend({"review_id": rid, "reason": "missing_from_curated", "detail": "planned id not found in the planned files",
+                          **common} for rid, pos in zip(lost_ids, lost_pos) if not seen[pos])
     del seen
 
     scores_file = out.commit()
