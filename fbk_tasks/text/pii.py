@@ -49,7 +49,7 @@ import bisect
 import datetime as _dt
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -531,7 +531,17 @@ def _window_isolated(groups: list[str], i: int, j: int) -> bool:
     return (i == 0 or len(groups[i - 1]) < 4) and (j == len(groups) - 1 or len(groups[j + 1]) < 4)
 
 
-def _redact_checksums(text: str, today: _dt.date) -> str:
+def _checksum_windows(cum: list[int], i: int) -> range:
+    """The ``j`` of the windows ``groups[i..j]`` of 13-19 characters, longest first (``cum[k]``:
+    characters in ``groups[:k]``). Group lengths are positive, so they form one range: at most
+    19 windows per ``i``, and a run of G groups costs O(G), not O(G^3) as trying every window did."""
+    j_max = bisect.bisect_right(cum, cum[i] + 19) - 2  # last j with cum[j+1] - cum[i] <= 19
+    j_min = bisect.bisect_left(cum, cum[i] + 13) - 1  # first j with cum[j+1] - cum[i] >= 13
+    return range(min(j_max, len(cum) - 2), max(j_min, i) - 1, -1)
+
+
+def _redact_checksums(text: str, today: _dt.date,
+                      windows: Callable[[list[int], int], Iterable[int]] = _checksum_windows) -> str:
     out: list[str] = []
     last = 0
     for m in _RUN.finditer(text):
@@ -542,18 +552,13 @@ def _redact_checksums(text: str, today: _dt.date) -> str:
         for k, g in enumerate(groups):
             starts.append(pos)
             pos += len(g) + (1 if k < len(seps) else 0)
-        # cum[k]: characters in groups[:k]; the windows i..j of 13-19 characters form one range
-        # of j for each i (group lengths are positive), so each i tries at most 19 windows,
-        # longest first (a run of G groups costs O(G), not O(G^3) as trying every window did)
         cum = [0]
         for g in groups:
             cum.append(cum[-1] + len(g))
         i = 0
         while i < len(groups):
             hit = None
-            j_max = bisect.bisect_right(cum, cum[i] + 19) - 2  # last j with cum[j+1] - cum[i] <= 19
-            j_min = bisect.bisect_left(cum, cum[i] + 13) - 1  # first j with cum[j+1] - cum[i] >= 13
-            for j in range(min(j_max, len(groups) - 1), max(j_min, i) - 1, -1):
+            for j in windows(cum, i):
                 win, wseps = groups[i : j + 1], seps[i:j]
                 joined = "".join(win)
                 if not 13 <= len(joined) <= 19 or not _window_isolated(groups, i, j):
