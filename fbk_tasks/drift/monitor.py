@@ -198,16 +198,6 @@ def _champion_lineage(settings: Settings, name: str, version: int) -> tuple[list
     return parts, tags
 
 
-def _training_ids(settings: Settings, name: str, version: int) -> set[str] | None:
-    """The review ids ``version`` was trained on (its run's prepared ``train.parquet``), or None
-    when unknown (a model registered by hand, prepared data removed)."""
-    from fbk_tasks.score.registry import configure_mlflow
-    from fbk_tasks.train.registry import trained_review_ids
-
-    client = configure_mlflow(settings)
-    return trained_review_ids(client, client.get_model_version(name, str(version)).run_id)
-
-
 def reference_partitions(settings: Settings, ds: str, lineage: list[str] | None) -> tuple[list[str], str]:
     """The reference partitions and where they came from: the version's training lineage (every
     partition of it still on disk, the night included: the version's cached sample is built
@@ -249,12 +239,13 @@ def load_reference(settings: Settings, name: str, version: int, parts: list[str]
     import mlflow
 
     from fbk_tasks.score.registry import configure_mlflow
+    from fbk_tasks.train.registry import trained_review_ids
 
-    configure_mlflow(settings)
+    client = configure_mlflow(settings)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     preds = model.predict(pd.DataFrame({"text": [str(t) for t in ref["text"]]}))
     ref = _objects(ref)
-    trained = _training_ids(settings, name, version)
+    trained = trained_review_ids(client, client.get_model_version(name, str(version)).run_id)
     # a row the version trained on agrees with its label far more often than a new one (training
     # accuracy): agreement_drop compares the night with the reference rows it did not train on
     ref["trained_on"] = ref["review_id"].isin(trained) if trained is not None else None
