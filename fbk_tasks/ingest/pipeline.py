@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from fbk_tasks.ingest.mapping import SourceMapping, choose_mapping, load_mappings
 from fbk_tasks.ingest.readers import FileRejected, read_file
@@ -481,7 +482,8 @@ def ingest_file(
     part = f"part-{sha[:16]}.parquet"
     curated_path = settings.curated_dir / f"ds={ds}" / part
     quarantine_path = settings.quarantine_dir / f"ds={ds}" / part
-    atomic.write_parquet(_curated_table(canon.frame.loc[~quarantined, CURATED_COLUMNS]), curated_path)
+    curated_table = _curated_table(canon.frame.loc[~quarantined, CURATED_COLUMNS])
+    quarantine_table = None
     if quarantined.any():
         positions = np.flatnonzero(quarantined)
         parsed = positions[positions < canon.source.num_rows]
@@ -489,9 +491,18 @@ def ingest_file(
         if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
             raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
         wanted = [c for c in (*QUARANTINE_STR_COLUMNS, *RAW_VALUE_COLUMNS.values(), "row_number") if c in canon.frame]
-        atomic.write_parquet(_quarantine_table(canon.frame.loc[quarantined, wanted], reasons, raw), quarantine_path)
-    else:
-        quarantine_path.unlink(missing_ok=True)
+        quarantine_table = _quarantine_table(canon.frame.loc[quarantined, wanted], reasons, raw)
+    # Both parts are written to hidden temporary files first and renamed only once both are
+    # complete, so a write that fails (disk full) leaves neither: a failed file never shows
+    # readers its curated rows without its quarantine rows (or a new one beside an old one).
+    with atomic.atomic_path(curated_path) as curated_tmp:
+        if quarantine_table is None:
+            pq.write_table(curated_table, curated_tmp, compression="zstd")
+            quarantine_path.unlink(missing_ok=True)
+        else:
+            with atomic.atomic_path(quarantine_path) as quarantine_tmp:
+                pq.write_table(curated_table, curated_tmp, compression="zstd")
+                pq.write_table(quarantine_table, quarantine_tmp, compression="zstd")
     if remember:  # not for the last file of a run: nobody reads them again
         remember_curated(canon, ~quarantined, history.ids, history.keys)
     lap("write")

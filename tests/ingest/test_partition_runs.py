@@ -54,6 +54,39 @@ def test_an_unexpected_error_in_one_file_fails_that_file_not_the_night(settings,
     assert not stale.exists()
 
 
+def test_a_write_that_fails_half_way_leaves_neither_part(settings, tmp_path, monkeypatch):
+    """A file whose quarantine part cannot be written (disk full) after its curated part was
+    written must not leave the curated rows visible without their quarantine rows: neither
+    part appears, no temporary file is left, and the ledger says failed. The re-run writes both."""
+    data = CSV + "".join(f"w{i},P{i},4,Kettle w number {i} boils quickly,2026-02-28T10:00:00Z\n" for i in range(6)) + "w9,P9,4,,2026-02-28T10:00:00Z\n"
+    f = tmp_path / "in" / "w.csv"
+    f.parent.mkdir(parents=True)
+    f.write_text(data)
+    land_files(settings, [f], DS)
+    real = pipeline.pq.write_table
+    writes: list[str] = []
+
+    def full_disk(table, where, *args, **kwargs):
+        writes.append(str(where))
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return real(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.pq, "write_table", full_disk)
+    with pytest.raises(IngestError, match=r"w\.csv \[failed\]: OSError"):
+        ingest_partition(settings, DS, run_id="run1")
+    assert "curated" in writes[0] and "quarantine" in writes[1]
+    for root in (settings.curated_dir, settings.quarantine_dir):
+        assert not list((root / f"ds={DS}").glob("*")) if (root / f"ds={DS}").exists() else True
+    assert read_ledger(settings)["status"].tolist() == ["failed"]
+
+    monkeypatch.setattr(pipeline.pq, "write_table", real)
+    report = ingest_partition(settings, DS, run_id="run2")
+    assert (report.rows_curated, report.rows_quarantined) == (6, 1)
+    assert len(pq.read_table(settings.curated_dir / f"ds={DS}")) == 6
+    assert pq.read_table(settings.quarantine_dir / f"ds={DS}").column("reason").to_pylist() == ["text_empty"]
+
+
 @pytest.mark.parametrize("permissive", [False, True])
 def test_the_same_bytes_twice_in_one_night_are_ingested_once(settings, tmp_path, permissive):
     """'export.csv' and 'export (1).csv' with the same bytes: the second is skipped and says
