@@ -50,8 +50,11 @@ REVIEW_SCORES = Asset("review_scores")
 
 
 def _deadline():
-    """Alert (alerts.* settings) when a night's scoring has not finished score.deadline_minutes
-    after its logical date. Read at parse time, as the schedule is."""
+    """Alert (alerts.* settings) when a scoring run has not finished score.deadline_minutes after
+    it was queued. Counted from the queueing, not the logical date: the runs a `curated_reviews`
+    event starts (the ones that score the night) have no logical date, and while one hangs
+    `max_active_runs=1` keeps the cron run from being created at all, so only a deadline of its
+    own catches it. Read at parse time, as the schedule is."""
     settings = parse_time_settings()
     minutes = settings.score.deadline_minutes if settings else None
     if not minutes:
@@ -60,9 +63,9 @@ def _deadline():
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=dt.timedelta(minutes=minutes),
-        callback=AsyncCallback("fbk_tasks.alerts.deadline_missed", kwargs={"message": f"feedback_score not finished {minutes} min after its logical date"}),
+        callback=AsyncCallback("fbk_tasks.alerts.deadline_missed", kwargs={"message": f"feedback_score not finished {minutes:g} min after it was queued"}),
     )
 
 

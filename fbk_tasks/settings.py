@@ -191,11 +191,12 @@ class ScoreSettings(_Section):
     plan_retention_days: int | None = Field(14, ge=1, description="Days a scoring run's plan folder (state/score_plans/<run>/) is kept after it was last written; a finished run removes older ones. None keeps every plan.")
     max_mapped_tasks: int = Field(512, ge=1, description="Most mapped `score_shard` tasks one run creates (keep it under Airflow's `core.max_map_length`, 1024 by default). A run with more shards (partitions x `score.shards`: a new champion's first night or a rescore over many nights) deals them into this many tasks, balanced by planned reviews.")
     batch_size: int = Field(1024, ge=1, description="Reviews read from Parquet and sent to the model per predict call (the model sorts them by length and runs sub-batches of train.eval_batch_size, so larger means less padding).")
-    deadline_minutes: int | None = Field(
+    deadline_minutes: float | None = Field(
         None,
-        ge=1,
-        description="A scoring run must finish this many minutes after its logical date, or an alert fires (None: no "
-        "deadline). Off by default: dag.test() in Airflow 3.3.2 crashes on DAGs with a deadline (apache/airflow#73428).",
+        gt=0,
+        description="A scoring run must finish this many minutes after it was queued (cron, asset-triggered, manual and "
+        "backfill runs alike), or an alert fires (None: no deadline). Off by default: dag.test() in Airflow 3.3.2 crashes "
+        "on DAGs with a deadline (apache/airflow#73428).",
     )
     model_alias: str = Field("champion", min_length=1, description="Registry alias whose version a scoring run pins (resolved once per run).")
     scan_batch_rows: int = Field(8192, ge=1, description="Rows per Arrow batch when scanning curated Parquet (planning and scoring).")

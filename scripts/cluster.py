@@ -706,8 +706,8 @@ def run_chain(cluster: Cluster, ds: str, timeout: float = 900) -> dict[str, dict
     if "feedback_train" in cluster.dags and cluster.extra_env.get("FBK_TRAIN__GPU_QUEUE"):
         cluster.ensure_pool(cluster.extra_env["FBK_TRAIN__GPU_QUEUE"], 1)
     for dag_id in cluster.dags:
-        # ingest and score are nightly: their runs carry the night's logical date (the scoring
-        # deadline counts from it); training is triggered without one, as a manual retrain
+        # ingest and score are nightly: their runs carry the night's logical date; training is
+        # triggered without one, as a manual retrain
         logical = {"feedback_ingest": f"{ds}T00:00:00Z", "feedback_score": f"{ds}T03:00:00Z"}.get(dag_id)
         run_id = cluster.trigger(dag_id, logical)
         left = timeout - (time.time() - t0)

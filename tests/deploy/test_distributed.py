@@ -114,11 +114,11 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
         texts = [str(t) for t in generate_reviews(400, seed=99, ds=DS)["text"]]
         extra = cluster_mod.tiny_env(cluster_mod.build_tiny_base_model(workdir / "tiny-bert", texts))
 
-    # Alerts go to a webhook served here; the scoring run's deadline (1 min after its logical
-    # date, which is in the past) is missed on purpose: the scheduler must hand the alert to the
-    # triggerer, which POSTs it.
+    # Alerts go to a webhook served here; the scoring run's deadline (3 s after it was queued,
+    # shorter than any scoring run on Celery) is missed on purpose: the scheduler must hand the
+    # alert to the triggerer, which POSTs it.
     hook = _Webhook()
-    extra = dict(extra, FBK_ALERTS__WEBHOOK_URL=hook.url, FBK_SCORE__DEADLINE_MINUTES="1")
+    extra = dict(extra, FBK_ALERTS__WEBHOOK_URL=hook.url, FBK_SCORE__DEADLINE_MINUTES="0.05")
     cluster = cluster_mod.Cluster(workdir, dags=dags, extra_env=extra, with_triggerer=True)
     t0 = time.time()
     problems: list[str] = []
@@ -178,7 +178,7 @@ def test_distributed_chain_matches_embedded_run(services_up, tmp_path_factory):
             alert = hook.wait_for(lambda a: a.get("kind") == "deadline_missed", timeout=120)
             assert alert is not None, (hook.received, cluster.read_log("triggerer")[-3000:])
             assert alert["dag_id"] == "feedback_score" and alert["run_id"] == score_run, alert
-            assert "feedback_score not finished 1 min after its logical date" in alert["error"], alert
+            assert "feedback_score not finished 0.05 min after it was queued" in alert["error"], alert
     finally:
         problems = cluster.stop()
         hook.close()
