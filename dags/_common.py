@@ -16,6 +16,33 @@ def on_failure(context) -> None:
     notify_failure(context)
 
 
+def on_run_failure(context) -> None:
+    """Every DAG's own failure callback. A failed task already alerted through its callback, so
+    this alerts only when the run itself timed out (``schedule.<dag>_timeout_minutes``): the
+    scheduler then skips the unfinished tasks, which run no callback of their own."""
+    if context.get("reason") != "timed_out":
+        return
+    from fbk_tasks.alerts import notify_failure
+
+    dag = context.get("dag")
+    timeout = getattr(dag, "dagrun_timeout", None)
+    notify_failure({**context, "kind": "run_timed_out",
+                    "exception": f"run still unfinished after its dagrun_timeout ({timeout}); unfinished tasks were skipped"})
+
+
+def run_timeout(name: str) -> timedelta | None:
+    """``schedule.<name>_timeout_minutes`` as a ``dagrun_timeout``, read when the DAG file is
+    parsed; its default when the settings do not load."""
+    settings = parse_time_settings()
+    if settings is None:
+        from fbk_tasks.settings import ScheduleSettings
+
+        minutes = getattr(ScheduleSettings(), f"{name}_timeout_minutes")
+    else:
+        minutes = getattr(settings.schedule, f"{name}_timeout_minutes")
+    return timedelta(minutes=minutes) if minutes else None
+
+
 DEFAULT_ARGS = {
     "owner": "fbk",
     "retries": 2,

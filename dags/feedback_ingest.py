@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, CronTriggerTimetable, dag, get_current_context, task
 
-from _common import DEFAULT_ARGS, START_DATE, is_backfill, logical_ds, schedule_cron
+from _common import DEFAULT_ARGS, START_DATE, is_backfill, logical_ds, on_run_failure, run_timeout, schedule_cron
 
 CURATED_REVIEWS = Asset("curated_reviews")
 
@@ -33,6 +33,8 @@ CURATED_REVIEWS = Asset("curated_reviews")
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=run_timeout("ingest"),
+    on_failure_callback=on_run_failure,
     default_args=DEFAULT_ARGS,
     tags=["fbk", "ingest", "data-quality"],
     doc_md=__doc__,

@@ -37,7 +37,7 @@ posted / e-mailed. The same path runs without Airflow as `fbk drift [--ds D]`.
 
 from __future__ import annotations
 
-from _common import DEFAULT_ARGS, START_DATE, logical_ds
+from _common import DEFAULT_ARGS, START_DATE, logical_ds, on_run_failure, run_timeout
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 REVIEW_SCORES = Asset("review_scores")
@@ -67,6 +67,8 @@ def _nights(context) -> list[str]:
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=run_timeout("monitor"),
+    on_failure_callback=on_run_failure,
     doc_md=__doc__,
     tags=["fbk", "monitoring", "drift"],
     default_args=DEFAULT_ARGS,  # includes the failure alert (per task, with its exception)

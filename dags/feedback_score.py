@@ -43,7 +43,7 @@ from airflow.sdk import (
     task,
 )
 
-from _common import DEFAULT_ARGS, START_DATE, parse_time_settings, schedule_cron
+from _common import DEFAULT_ARGS, START_DATE, on_run_failure, parse_time_settings, run_timeout, schedule_cron
 
 CURATED_REVIEWS = Asset("curated_reviews")
 REVIEW_SCORES = Asset("review_scores")
@@ -87,6 +87,8 @@ def _run_scored_at() -> tuple[str, str]:
     catchup=False,
     deadline=_deadline(),
     max_active_runs=1,
+    dagrun_timeout=run_timeout("score"),
+    on_failure_callback=on_run_failure,
     doc_md=__doc__,
     tags=["fbk", "scoring", "mlflow"],
     default_args=DEFAULT_ARGS,

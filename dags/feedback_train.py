@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from _common import DEFAULT_ARGS, START_DATE, parse_time_settings, schedule_cron
+from _common import DEFAULT_ARGS, START_DATE, on_run_failure, parse_time_settings, run_timeout, schedule_cron
 from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
@@ -140,6 +140,8 @@ def publish_champion(result: dict):
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=run_timeout("train"),
+    on_failure_callback=on_run_failure,
     doc_md=__doc__,
     tags=["feedback", "train", "mlflow"],
     default_args=DEFAULT_ARGS,

@@ -24,9 +24,9 @@ def alert_payload(context: dict[str, Any]) -> dict[str, Any]:
     dag_run = context.get("dag_run")
     return {
         "kind": context.get("kind", "task_failed"),
-        "dag_id": _field(ti, "dag_id") or _field(dag_run, "dag_id"),
+        "dag_id": _field(ti, "dag_id") or _field(dag_run, "dag_id") or _field(context.get("dag"), "dag_id"),
         "task_id": _field(ti, "task_id"),
-        "run_id": _field(dag_run, "run_id") or _field(dag_run, "dag_run_id") or _field(ti, "run_id"),
+        "run_id": _field(dag_run, "run_id") or _field(dag_run, "dag_run_id") or _field(ti, "run_id") or context.get("run_id"),
         "try_number": _field(ti, "try_number"),
         "logical_date": str(context.get("logical_date") or _field(dag_run, "logical_date")),
         "error": str(context.get("exception"))[:2000] if context.get("exception") is not None else None,

@@ -285,11 +285,16 @@ def _check_cron(value: str) -> str:
 
 
 class ScheduleSettings(_Section):
-    """When the scheduler starts each DAG by the clock (cron, UTC; read when the DAG files are parsed)."""
+    """When the scheduler starts each DAG by the clock (cron, UTC), and how long a run may take
+    (read when the DAG files are parsed)."""
 
     ingest_cron: str = Field("0 0 * * *", description="feedback_ingest: each run ingests the files landed for the night of its logical date.")
     score_cron: str = Field("0 3 * * *", description="feedback_score, besides every update of Asset('curated_reviews').")
     train_cron: str = Field("0 3 * * 0", description="feedback_train (weekly by default), besides every Asset('retrain_requested').")
+    ingest_timeout_minutes: int | None = Field(360, ge=1, description="A feedback_ingest run still running this long after it started is failed (Airflow `dagrun_timeout`; its unfinished tasks are skipped) and alerted, so a hung run (a stuck lock holder, a stalled volume) does not silently hold back every later run (`max_active_runs=1`). None: no limit.")
+    score_timeout_minutes: int | None = Field(720, ge=1, description="The same for feedback_score (a new champion's first pass over a long history is its longest run).")
+    monitor_timeout_minutes: int | None = Field(180, ge=1, description="The same for feedback_monitor.")
+    train_timeout_minutes: int | None = Field(1440, ge=1, description="The same for feedback_train (domain pre-training plus fine-tuning; the training task itself stops after 8 hours).")
 
     _crons = field_validator("ingest_cron", "score_cron", "train_cron")(_check_cron)
 

@@ -72,3 +72,48 @@ def test_clock_schedules_come_from_the_settings(monkeypatch):
     monkeypatch.setenv("FBK_SCHEDULE__SCORE_CRON", "every night")  # refused by the settings, not by parsing:
     bag = DagBag(dag_folder=str(DAGS / "feedback_score.py"))     # the default, and the tasks fail with the reason
     assert not bag.import_errors and _cron(bag.dags["feedback_score"]) == "0 3 * * *"
+
+
+def test_every_dag_has_a_run_timeout_from_the_settings_and_a_run_failure_callback(monkeypatch):
+    """A hung run (a stuck lock holder, a queue no worker serves) would otherwise hold back every
+    later run of its DAG (max_active_runs=1) without failing anything, so without any alert."""
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("FBK_SCHEDULE__MONITOR_TIMEOUT_MINUTES", "45")
+    monkeypatch.setenv("FBK_SCHEDULE__TRAIN_TIMEOUT_MINUTES", "null")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    assert {d: bag.dags[d].dagrun_timeout for d in bag.dags} == {
+        "feedback_ingest": timedelta(hours=6), "feedback_score": timedelta(hours=12),
+        "feedback_monitor": timedelta(minutes=45), "feedback_train": None}
+    for dag_id, dag in bag.dags.items():
+        assert dag.on_failure_callback, dag_id
+
+
+def test_the_run_failure_callback_alerts_a_timed_out_run_only(monkeypatch):
+    """A run that failed because a task failed was alerted by the task's callback already; a run
+    that timed out had its tasks skipped, so the run's own callback is the only alert."""
+    import importlib
+
+    from fbk_tasks import alerts
+
+    sys.path.insert(0, str(DAGS))
+    try:
+        common = importlib.import_module("_common")
+    finally:
+        sys.path.remove(str(DAGS))
+    sent = []
+    monkeypatch.setattr(alerts, "notify_failure", lambda context: sent.append(alerts.alert_payload(context)))
+
+    class Dag:
+        dag_id = "feedback_ingest"
+        dagrun_timeout = "6:00:00"
+
+    common.on_run_failure({"dag": Dag(), "run_id": "scheduled__2026-03-01", "reason": "task_failure"})
+    assert sent == []
+    common.on_run_failure({"dag": Dag(), "run_id": "scheduled__2026-03-01", "reason": "timed_out"})
+    assert [(p["kind"], p["dag_id"], p["run_id"], p["task_id"]) for p in sent] == [
+        ("run_timed_out", "feedback_ingest", "scheduled__2026-03-01", None)]
+    assert "dagrun_timeout (6:00:00)" in sent[0]["error"]
