@@ -145,6 +145,7 @@ def feedback_score():
             [ShardSpec.from_dict(s) for group in groups for s in group],
             [ShardResult.from_dict(r) for group in (results or []) for r in group],
             model_version=int(model["version"]),
+            partial=bool(get_current_context()["params"].get("ds")),
         )
         summary.setdefault("model_name", model["name"])
         summary.setdefault("model_version", model["version"])

@@ -663,11 +663,14 @@ def verify_outputs(settings: Settings, model: ModelRef, specs: list[ShardSpec]) 
 
 
 def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[ShardResult], *, build: bool = True,
-                 model_version: int | None = None) -> dict[str, Any]:
+                 model_version: int | None = None, partial: bool = False) -> dict[str, Any]:
     """Reconcile a run (counts per shard and the files), snapshot the registry, rebuild the warehouse.
 
     ``model_version``: the version the run pinned (taken from the shards when there are any);
-    the snapshot records it as the one whose scores the warehouse shows."""
+    the snapshot records it as the one whose scores the warehouse shows, when the run planned
+    every curated partition. ``partial`` (a run of one ``ds``): the version served before stays
+    served, since a new champion's scores of one night would hide every other night from
+    ``review_scores``; a later full run switches."""
     from fbk_tasks.warehouse.build import build_warehouse
 
     by_key = {(r.ds, r.shard): r for r in results}
@@ -701,6 +704,8 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
             summary["superseded_files_removed"] = remove_superseded(settings, specs, results)
         summary.update(verify_outputs(settings, model, specs))
     served = int(specs[0].model.version) if specs else model_version
+    if partial:
+        served = served_version_before(settings) or served
     snapshot_registry(settings, served_version=served)
     pruned = prune_plans(settings, keep_run_id=specs[0].run_id if specs else None)
     if pruned:
@@ -708,6 +713,19 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
     if build:
         summary["warehouse"] = str(build_warehouse(settings))
     return summary
+
+
+def served_version_before(settings: Settings) -> int | None:
+    """The version the newest registry snapshot records as served (None: no snapshot yet)."""
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.warehouse.sources import registry_snapshot_dir
+
+    snapshots = sorted(registry_snapshot_dir(settings).glob("model_versions-*.parquet"))
+    if not snapshots:
+        return None
+    served = pq.read_table(snapshots[-1], columns=["served_version"]).column("served_version").drop_null()
+    return int(served[0].as_py()) if len(served) else None
 
 
 def finished_shard(settings: Settings, spec: ShardSpec) -> ShardResult | None:
@@ -779,7 +797,7 @@ def run_scoring(
     model_ref = resolve_champion(settings)
     specs = plan_shards(settings, ds, model_ref, run_id=run_id, scored_at=scored_at, rescore=rescore)
     results = score_shards(settings, specs)
-    summary = finalize_run(settings, specs, results, build=build, model_version=int(model_ref.version))
+    summary = finalize_run(settings, specs, results, build=build, model_version=int(model_ref.version), partial=ds is not None)
     summary.setdefault("model_name", model_ref.name)
     summary.setdefault("model_version", model_ref.version)
     return summary

@@ -347,6 +347,29 @@ def test_warehouse_keeps_the_served_scores_when_the_alias_moves_during_a_run(lak
     assert query(s, "SELECT model_version, count(*) FROM review_scores GROUP BY 1")[1] == [(v2, n2)] and n2 > 0
 
 
+def test_a_run_of_one_night_never_switches_the_served_version(lake):
+    """After a promotion, `fbk score --ds D` scores D with the new champion; review_scores keeps
+    showing the version served before for every night (switching would show only D), and the
+    next full run, having scored all history with the new champion, switches."""
+    from fbk_tasks.score.testing import register_keyword_model
+    from fbk_tasks.warehouse.query import query
+
+    s, v1 = lake["settings"], lake["version"]
+    n = run_scoring(s)["scored"]
+    v2 = register_keyword_model(s, bias="positive")  # now the champion
+    one = run_scoring(s, "2026-03-02")
+    assert one["model_version"] == v2 and one["scored"] > 0
+    assert query(s, "SELECT model_version, count(*) FROM review_scores GROUP BY 1")[1] == [(v1, n)]
+    assert query(s, "SELECT model_version FROM model_versions WHERE is_served")[1] == [(v1,)]
+    run_scoring(s, "2026-03-02")  # nothing left to do for that night: still v1
+    assert query(s, "SELECT model_version FROM model_versions WHERE is_served")[1] == [(v1,)]
+
+    full = run_scoring(s)  # the other night: now v2 covers history, and serves
+    assert full["partitions"] == ["2026-03-01"]
+    rows = query(s, "SELECT model_version, count(*), count(DISTINCT ds) FROM review_scores GROUP BY 1")[1]
+    assert rows == [(v2, n, 2)]
+
+
 def test_a_broken_model_fails_the_shard_instead_of_rejecting_every_review(settings, monkeypatch):
     """Every row of a batch fails alone too (out of memory, a dead session): that is a fault of the
     model or machine, not of the reviews. The shard fails, writes nothing and the reviews stay
