@@ -125,6 +125,7 @@ class TrainSettings(_Section):
     golden_max_rows: int = Field(5000, ge=10, description="Cap on golden-set rows.")
     dev_fraction: Share = Field(0.1, description="Share of non-golden rows held out for early stopping.")
     min_slice_rows: int = Field(50, ge=1, description="Golden rows a slice needs to get a per-slice F1 (and a gate check).")
+    min_slice_class_rows: int = Field(10, ge=1, description="A slice's F1 averages only over the classes with at least this many of its golden rows (one prediction on a class with two rows would move the slice's F1 by a third).")
     min_delta: float = Field(0.0, ge=0, le=1, description="Macro-F1 a candidate must gain over the champion.")
     slice_tolerance: Share = Field(0.05, description="Largest per-slice F1 loss the gate allows.")
     candidates: list[str] = Field(["baseline", "transformer"], description="Candidates to train.")

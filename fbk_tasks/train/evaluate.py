@@ -36,9 +36,17 @@ class Evaluation:
         return out
 
 
-def _metric_safe(value: str) -> str:
-    # MLflow metric names allow alphanumerics, _ - . space / ; keep others readable.
-    return "".join(ch if ch.isalnum() or ch in "_-. /" else "_" for ch in value) or "_"
+def _metric_safe(value: str, max_len: int = 60) -> str:
+    """A slice value as part of an MLflow metric name: alphanumerics, ``_ - .`` and spaces kept,
+    anything else (``/`` included: MLflow refuses names that look like file paths, ``a//b``,
+    ``x/./y``) replaced; shortened to ``max_len``. A changed value gets a short hash of the raw
+    one, so that two values never share a name (``Home/Garden`` and ``Home Garden``)."""
+    import hashlib
+
+    safe = "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in value)[:max_len].strip(". ")
+    if safe != value:
+        safe = f"{safe}_{hashlib.sha1(value.encode('utf-8')).hexdigest()[:8]}"
+    return safe
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -55,7 +63,14 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(ece)
 
 
-def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], min_rows: int) -> dict[str, float]:
+def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], min_rows: int,
+             min_class_rows: int = 10) -> dict[str, float]:
+    """Macro-F1 per slice with at least ``min_rows`` rows, averaged over the classes that have at
+    least ``min_class_rows`` true rows in the slice (a slice none of whose classes has that many
+    gets no score). A binary source's slice has no neutral, and counting its F1 as 0 would
+    understate the slice by a third; a class with one or two rows in a slice would swing the
+    slice's score by a third with a single prediction, so a gate on slice losses would refuse a
+    better model for it. The rare class still counts in the overall macro-F1."""
     out: dict[str, float] = {}
     for col in SLICE_COLUMNS:
         if col not in frame.columns:
@@ -63,10 +78,12 @@ def slice_f1(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, classe
         values = frame[col].fillna("<none>").astype(str).to_numpy()
         for val in sorted(set(values)):
             m = values == val
-            if m.sum() >= min_rows:  # over the classes the slice holds (a binary source's slice has no
-                # neutral: counting its F1 as 0 would understate the slice by a third)
-                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=_present(classes, y_true[m]),
-                                                     average="macro", zero_division=0))
+            if m.sum() < min_rows:
+                continue
+            counts = pd.Series(y_true[m]).value_counts()
+            labels = [c for c in _present(classes, y_true[m]) if counts.get(c, 0) >= min_class_rows]
+            if labels:
+                out[f"{col}={val}"] = float(f1_score(y_true[m], y_pred[m], labels=labels, average="macro", zero_division=0))
     return out
 
 
@@ -86,7 +103,8 @@ def _present(classes: list[str], y_true: np.ndarray) -> list[str]:
 
 
 def evaluate(
-    frame: pd.DataFrame, proba: np.ndarray, classes: list[str], min_slice_rows: int = 50, ece_bins: int = 10
+    frame: pd.DataFrame, proba: np.ndarray, classes: list[str], min_slice_rows: int = 50, ece_bins: int = 10,
+    min_slice_class_rows: int = 10,
 ) -> Evaluation:
     """Score ``proba`` (rows x classes, in ``classes`` order) against ``frame['label']``."""
     y_true = frame["label"].astype(str).to_numpy()
@@ -104,7 +122,7 @@ def evaluate(
         accuracy=float(accuracy_score(y_true, y_pred)),
         ece=expected_calibration_error(conf, y_true == y_pred, ece_bins),
         per_class=per_class,
-        slices=slice_f1(frame, y_true, y_pred, classes, min_slice_rows),
+        slices=slice_f1(frame, y_true, y_pred, classes, min_slice_rows, min_slice_class_rows),
         confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         classes=list(labels),
         report=classification_report(y_true, y_pred, labels=labels, digits=4, zero_division=0),
