@@ -5,8 +5,10 @@ A candidate becomes ``champion`` only if, on the current golden set:
 (b) no slice (product_category, language with >= ``train.min_slice_rows`` golden rows) loses
     more than ``train.slice_tolerance`` F1;
 (c) loaded from the registry in a fresh process it reproduces its own golden predictions.
-With no champion yet, the best candidate of the run is promoted after (c); on ties the
-baseline is preferred, so a transformer must clear the baseline trained on the same split.
+Candidates are gated best first (golden macro-F1; on ties the baseline, the cheaper model): the
+first that passes is promoted, so one refused for a reason of its own (a slice loss, a failed
+reload) hands over to the next. With no champion yet, the best candidate that passes (c) is
+promoted, so a transformer becomes the first champion over the baseline only by beating it.
 The verdict and its numbers are tags on the version (``fbk.gate.*``).
 """
 
@@ -121,33 +123,41 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
 
         kinds = {c["version"]: c["candidate"] for c in registered}
         ranked = sorted(evals, key=lambda v: (-round(evals[v][0].macro_f1, 6), CANDIDATE_PREFERENCE.get(kinds[v], 9), int(v)))
-        best = ranked[0] if ranked else None
-        for v in ranked[1:]:
-            verdicts[v] = {"verdict": "refused", "reason": f"another candidate of this run scored higher (v{best}: "
-                           f"{evals[best][0].macro_f1:.4f} vs {evals[v][0].macro_f1:.4f})"}
-
         champion = registry.alias_version(client, name, registry.CHAMPION)
         champ_f1: float | None = None
+        champ_ev: Evaluation | None = None
         changed = False
         retried = False
-        if best is not None:
-            client.set_registered_model_alias(name, registry.CHALLENGER, best)
-            cand_ev, pred_path = evals[best]
+        winner: str | None = None
+        prior = client.get_model_version(name, str(champion.version)).tags if champion is not None and str(champion.version) in evals else {}
+        if prior.get("fbk.gate.verdict") == "promoted":
+            # a retry of this gate after it promoted one of this run's candidates (the verdict is
+            # tagged before the aliases move): the same answer again, so the champion event and
+            # retrain answers still go out; the others keep the verdicts the first attempt tagged
+            retried, changed, winner = True, True, str(champion.version)
+            verdicts[winner] = {"verdict": "promoted", "reason": prior.get("fbk.gate.reason", "")}
+            champ_f1 = float(prior["fbk.gate.champion_f1"]) if prior.get("fbk.gate.champion_f1") else None
+            was = prior.get("fbk.gate.champion_version")
+            champion = client.get_model_version(name, was) if was else None
+            for v in ranked:
+                tags = client.get_model_version(name, v).tags
+                verdicts.setdefault(v, {"verdict": "refused", "reason": tags.get("fbk.gate.reason") or f"candidate v{winner} of this run was promoted"})
+        # best first; a candidate refused for a reason of its own (a slice loss, a failed reload)
+        # hands over to the next, which may still beat the champion (or be the first champion)
+        for v in ranked if not retried else []:
+            if winner is not None:
+                verdicts[v] = {"verdict": "refused", "reason": f"candidate v{winner} of this run was promoted "
+                               f"({evals[winner][0].macro_f1:.4f} vs {evals[v][0].macro_f1:.4f})"}
+                continue
+            client.set_registered_model_alias(name, registry.CHALLENGER, v)
+            cand_ev, pred_path = evals[v]
             reason = ""
-            prior = client.get_model_version(name, best).tags if champion is not None and str(champion.version) == best else {}
-            if prior.get("fbk.gate.verdict") == "promoted":
-                # a retry of this gate after it promoted (the verdict is tagged before the aliases
-                # move): the same answer again, so the champion event and retrain answers still go out
-                retried, changed = True, True
-                verdicts[best] = {"verdict": "promoted", "reason": prior.get("fbk.gate.reason", "")}
-                champ_f1 = float(prior["fbk.gate.champion_f1"]) if prior.get("fbk.gate.champion_f1") else None
-                was = prior.get("fbk.gate.champion_version")
-                champion = client.get_model_version(name, was) if was else None
-            elif champion is not None and str(champion.version) == best:
+            if champion is not None and str(champion.version) == v:
                 reason = "already champion"
             elif champion is not None:
-                champ_ev, _ = score_on_golden(settings, registry.model_uri(settings, champion.version), golden)
-                champ_f1 = champ_ev.macro_f1
+                if champ_ev is None:
+                    champ_ev, _ = score_on_golden(settings, registry.model_uri(settings, champion.version), golden)
+                    champ_f1 = champ_ev.macro_f1
                 delta = cand_ev.macro_f1 - champ_f1
                 losses = _slice_losses(cand_ev, champ_ev, t.slice_tolerance)
                 if delta <= 0:
@@ -157,27 +167,28 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
                               f"{champ_f1:.4f}, less than min_delta={t.min_delta}")
                 elif losses:
                     reason = f"slice F1 loss above slice_tolerance={t.slice_tolerance}: {losses}"
-            if not reason and not retried:
+            if not reason:
                 from fbk_tasks.train.verify import verify_in_fresh_process
 
-                check = verify_in_fresh_process(registry.model_uri(settings, best), golden_path, pred_path,
+                check = verify_in_fresh_process(registry.model_uri(settings, v), golden_path, pred_path,
                                                 settings.mlflow_tracking_uri, settings.mlflow_registry_uri,
                                                 settings.mlflow.verify_timeout_s)
                 if not check.get("ok"):
                     reason = f"fresh-process reload check failed: {check.get('reason')}"
             if reason:
-                verdicts[best] = {"verdict": "refused", "reason": reason}
-            elif not retried:
-                verdicts[best] = {"verdict": "promoted", "reason": "first champion" if champion is None else
-                                  f"beats champion v{champion.version}"}
-                _tag_verdict(client, name, best, verdicts[best], evals[best][0], champ_f1, champion, golden_sha)
-                client.set_registered_model_alias(name, registry.CHAMPION, best)
-                changed = True
-            if changed and champion is not None:
-                # after the champion moved, and again on a retry: a gate that died between the two
-                # aliases gets `previous` set by its retry; moved first, a refusing retry would
-                # leave previous == champion and the older rollback target lost
-                client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
+                verdicts[v] = {"verdict": "refused", "reason": reason}
+                continue
+            winner = v
+            verdicts[v] = {"verdict": "promoted", "reason": "first champion" if champion is None else
+                           f"beats champion v{champion.version}"}
+            _tag_verdict(client, name, v, verdicts[v], cand_ev, champ_f1, champion, golden_sha)
+            client.set_registered_model_alias(name, registry.CHAMPION, v)
+            changed = True
+        if changed and champion is not None:
+            # after the champion moved, and again on a retry: a gate that died between the two
+            # aliases gets `previous` set by its retry; moved first, a refusing retry would
+            # leave previous == champion and the older rollback target lost
+            client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
 
     for c in registered:
         v = c["version"]
@@ -189,7 +200,7 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
         "changed": changed,
         "champion_version": None if now is None else str(now.version),
         "previous_version": str(champion.version) if changed and champion is not None else None,
-        "macro_f1": evals[best][0].macro_f1 if changed else champ_f1,
+        "macro_f1": evals[winner][0].macro_f1 if changed else champ_f1,
         "verdicts": verdicts,
     }
     from fbk_tasks.drift.monitor import answer_retrain_requests

@@ -95,6 +95,45 @@ def _champion_and_better_candidate(s) -> tuple[dict, dict]:
     return first, second
 
 
+def test_a_candidate_refused_for_its_own_fault_hands_over_to_the_next(train_env):
+    """The run's best candidate fails the fresh-process reload (its model files are corrupt in the
+    store); the runner-up, which passes, becomes the first champion instead of the run leaving
+    no champion at all (and scoring failing until the next training)."""
+    import urllib.parse
+    from pathlib import Path
+
+    s = train_env()
+    write_partition(s.curated_dir, make_reviews(240, seed=1))
+    assemble(s)  # takes the golden set
+    gold_ids = set(current_golden(s).load().review_id)
+    frame = read_curated(s, list_partitions(s))
+    pool = frame[~frame.review_id.isin(gold_ids)]
+    s.labels_dir.mkdir(parents=True)
+    noise = s.labels_dir / "shuffled.csv"
+    pd.DataFrame({"review_id": pool.review_id, "label": np.random.default_rng(0).permutation(pool.label.to_numpy())}).to_csv(
+        noise, index=False)
+    worse = _baseline(s)
+    noise.unlink()
+    better = _baseline(s)
+    assert better["golden_macro_f1"] > worse["golden_macro_f1"]
+
+    client = registry.client_for(s)
+    mv = client.get_model_version(s.mlflow.registered_model_name, better["version"])
+    model_id = mv.model_id or mv.source.split("/", 1)[1]
+    stored = Path(urllib.parse.urlparse(client.get_logged_model(model_id).artifact_location).path)
+    broken = [f for f in stored.rglob("*") if f.is_file() and f.suffix in (".pkl", ".joblib")]
+    assert broken, sorted(stored.rglob("*"))
+    for f in broken:
+        f.write_bytes(b"not a model")
+
+    result = gate_candidates(s, [worse, better])
+    assert result["changed"] and result["champion_version"] == worse["version"]
+    assert "fresh-process reload check failed" in result["verdicts"][better["version"]]["reason"]
+    assert result["verdicts"][worse["version"]] == {"verdict": "promoted", "reason": "first champion"}
+    assert _aliases(s) == {"champion": worse["version"], "challenger": worse["version"]}
+    assert gate_candidates(s, [worse, better])["verdicts"] == result["verdicts"]  # a retry answers the same
+
+
 def test_a_gate_that_dies_between_the_two_aliases_keeps_the_rollback_target(train_env, monkeypatch):
     """The champion alias moves first, then ``previous``: a gate that dies in between leaves the new
     champion in service, and its retry sets ``previous``. (Moving ``previous`` first left
