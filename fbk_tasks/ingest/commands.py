@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from datetime import date
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -70,7 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="Land files and ingest them for a logical date (same code path as the DAG).")
     p.add_argument("files", nargs="*", help="CSV/TSV/JSONL/Parquet files (only these, and files already claimed for --ds); none: claim and ingest what waits in landing/ (unless a later date has claimed files)")
     p.add_argument("--source", help="source mapping name (include/sources/<name>.yaml); default: matched by file name, else generic")
-    p.add_argument("--ds", default=date.today().isoformat(), help="logical date YYYY-MM-DD (default: today)")
+    # UTC, like every date in the product (the DAG's logical dates, may_claim's "today")
+    p.add_argument("--ds", default=datetime.now(timezone.utc).date().isoformat(), help="logical date YYYY-MM-DD (default: today in UTC)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_ingest)
 

@@ -8,8 +8,10 @@ Layout (all under the data root):
     ledger/ingest/ds=<ds>/<run id>-<file hash>.parquet      one row per file and run
 
 A file is identified by the SHA-256 of its bytes. It is ingested into exactly one logical
-date; the same bytes landing again are recorded as ``skipped``. Re-running a date processes
-the files claimed for that date again and rewrites the same outputs (each write atomic).
+date; the same bytes landing again are recorded as ``skipped`` while that date still holds
+the file's part (a file removed from its date, whose re-run deleted the part, may land again
+elsewhere). Re-running a date processes the files claimed for that date again and rewrites
+the same outputs (each write atomic).
 """
 
 from __future__ import annotations
@@ -538,6 +540,20 @@ def _wait_for_gx() -> None:
 
 
 # --- one logical date ------------------------------------------------------------------------
+def _held_elsewhere(settings: Settings, prior: pd.DataFrame, ds: str, sha: str) -> pd.DataFrame:
+    """The ``ingested`` ledger rows ``prior`` of the file's bytes on dates other than ``ds``
+    whose part is still there. A file removed from its date and that date re-run has lost its
+    part (the stale-part cleanup deleted it) while the old ledger row still says ingested:
+    that date no longer holds the rows, so the same bytes landing again must be ingested."""
+    other = prior[prior["ds"].astype(str) != ds] if len(prior) else prior
+    if not len(other):
+        return other
+    part = f"part-{sha[:16]}.parquet"
+    held = {d: any((root / f"ds={d}" / part).exists() for root in (settings.curated_dir, settings.quarantine_dir))
+            for d in other["ds"].astype(str).unique()}
+    return other[other["ds"].astype(str).map(held).to_numpy(dtype=bool)]
+
+
 def ingest_partition(settings: Settings, ds: str, run_id: str | None = None, now: datetime | None = None,
                      claim: bool = True) -> IngestReport:
     """Ingest every file claimed for ``ds``, claiming the files waiting in landing/ first when
@@ -571,7 +587,7 @@ def _ingest_partition(settings: Settings, ds: str, run_id: str, now: datetime, c
         sha = file_sha256(path)
         rel = str(path.relative_to(settings.landing_dir))
         prior = done[done["file_sha256"] == sha] if len(done) else done
-        other_days = prior[prior["ds"].astype(str) != ds] if len(prior) else prior
+        other_days = _held_elsewhere(settings, prior, ds, sha)
         fmt = enc = None
         repeat = sha in handled
         if repeat:

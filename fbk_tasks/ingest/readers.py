@@ -180,9 +180,14 @@ def _read_delimited_bytes(data: bytes, name: str, fmt: str) -> ReadResult:
     if _blank(data):
         raise FileRejected(f"{name}: the file has no header row (it is empty or whitespace only)")
     eol = data.find(b"\n")
+    if eol < 0:  # no \n at all: CR-only line endings (old Excel for Mac), which Arrow reads too
+        eol = data.find(b"\r")
     first_line = (data if eol < 0 else data[:eol]).decode("utf-8")
     delimiter = _sniff_delimiter(first_line, fmt)
-    header = next(csv.reader([first_line], delimiter=delimiter))
+    try:
+        header = next(csv.reader([first_line], delimiter=delimiter))
+    except csv.Error as exc:  # e.g. a lone \r inside the header line, a 128 KiB field
+        raise FileRejected(f"{name}: cannot parse as {fmt} ({exc})") from None
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})

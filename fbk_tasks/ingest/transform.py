@@ -168,10 +168,13 @@ def parse_timestamps(raw: pd.Series, fmt: str | None) -> tuple[pd.Series, np.nda
     if fmt:
         ts = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     else:
-        ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        # microseconds before the retry: one value with 9 fractional digits makes this pass
+        # nanosecond, where a date outside 1677-2262 ('0001-01-01', '9999-12-31') is NaT and
+        # its retried (microsecond) value could not be assigned back
+        ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True).astype("datetime64[us, UTC]")
         retry = ts.isna().to_numpy() & present
         if retry.any():  # other common layouts, e.g. '2017-07-18 23:52:58' or '03/15/2024'
-            ts[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=True)
+            ts[retry] = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=True).astype("datetime64[us, UTC]")
     ts = ts.astype("datetime64[us, UTC]")
     unparseable = present & ts.isna().to_numpy()
     return ts, unparseable
