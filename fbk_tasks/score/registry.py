@@ -91,6 +91,7 @@ def snapshot_registry(settings: Settings, now: _dt.datetime | None = None, serve
     import hashlib
 
     import pyarrow as pa
+    from mlflow.exceptions import MlflowException
 
     from fbk_tasks.io.atomic import write_parquet
     from fbk_tasks.score.schema import MODEL_VERSIONS_SCHEMA
@@ -104,8 +105,10 @@ def snapshot_registry(settings: Settings, now: _dt.datetime | None = None, serve
         for alias, version in (client.get_registered_model(name).aliases or {}).items():
             aliases_by_version.setdefault(int(version), []).append(alias)
         versions = list(client.search_model_versions(f"name = '{name}'"))
-    except Exception:  # no such model yet: an empty snapshot is the truth
-        aliases_by_version, versions = {}, []
+    except MlflowException as exc:
+        if not is_missing_alias(exc):
+            raise  # a registry that could not answer is not "no versions": keep the last snapshot
+        aliases_by_version, versions = {}, []  # no such model yet: an empty snapshot is the truth
     if served_version is None:
         served_version = next((v for v, names in aliases_by_version.items() if settings.score.model_alias in names), None)
     rows = []

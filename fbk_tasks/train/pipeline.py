@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from importlib.metadata import version as pkg_version
@@ -32,21 +33,36 @@ def assemble(settings: Settings, ds_from: str | None = None, ds_to: str | None =
     return str(prepare_training_data(settings, ds_from, ds_to).dir)
 
 
+# scheme://user:password@host...: the password runs to the last "@" (a raw "@" or "/" in it stays masked)
+_URI_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@]*):.*@(?P<host>[^@]*)$", re.DOTALL)
+
+
+def redact_uri(value: str) -> str:
+    """``value`` with the password of a ``scheme://user:password@host/...`` URI replaced by ``***``
+    (scheme, user, host and database kept, so a run still says which store it used)."""
+    return _URI_PASSWORD.sub(r"\g<head>:***@\g<host>", value)
+
+
 def settings_params(settings: Settings, candidate: str) -> dict[str, Any]:
-    """Every setting that shaped a run, flattened for MLflow params."""
+    """Every setting that shaped a run, flattened for MLflow params (URI passwords masked)."""
     params: dict[str, Any] = {"candidate": candidate}
     for k, v in settings.train.model_dump().items():
         params[f"train.{k}"] = v
     for k, v in settings.mlflow.model_dump().items():
         params[f"mlflow.{k}"] = v
-    return params
+    return {k: redact_uri(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
-def _pip_requirements(kind: str) -> list[str]:
+def _pip_requirements(kind: str, onnx: bool = False) -> list[str]:
+    """Pins for the logged model's environment: installed versions without their local label
+    (``2.13.0+cpu`` -> ``2.13.0``; PyPI has no ``+cpu``), onnxruntime too when ``onnx`` (the
+    model carries an ONNX export that may serve)."""
     pkgs = ["mlflow", "pandas", "numpy", "scikit-learn", "joblib"]
     if kind == "transformer":
         pkgs += ["torch", "transformers", "tokenizers", "safetensors"]
-    return [f"{p}=={pkg_version(p)}" for p in pkgs]
+    if onnx:
+        pkgs.append("onnxruntime")
+    return [f"{p}=={pkg_version(p).split('+', 1)[0]}" for p in pkgs]
 
 
 def _log_evaluation(ev: Evaluation, prefix: str, workdir: Path) -> None:
@@ -165,7 +181,7 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
         signature = infer_signature(example, output_frame(proba(example["text"]), classes))
         info = mlflow.pyfunc.log_model(
             name="model", python_model=SentimentModel(), artifacts=artifacts, signature=signature,
-            input_example=example, pip_requirements=_pip_requirements(candidate),
+            input_example=example, pip_requirements=_pip_requirements(candidate, onnx="onnx_dir" in artifacts),
         )
         log.info("%s: golden macro-F1 %.4f, dev macro-F1 %.4f (run %s)", candidate, golden_ev.macro_f1,
                  dev_ev.macro_f1, run.info.run_id)

@@ -87,12 +87,14 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
     def model(self) -> Any:
         """The PyTorch (or sklearn) model, loaded on first use."""
         if self._model is None and self.kind == "transformer":
+            import torch
             from transformers import AutoModelForSequenceClassification
 
             from fbk_tasks.train.transformer import select_device
 
             self.device = select_device(self.device_preference)
-            self._model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
+            # fp32 whatever the saved dtype (transformers 5 defaults to "auto"); CUDA's bf16 comes from autocast
+            self._model = AutoModelForSequenceClassification.from_pretrained(self.model_dir, dtype=torch.float32)
             self._model.to(self.device).eval()
         return self._model
 

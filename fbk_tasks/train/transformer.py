@@ -420,6 +420,7 @@ def fine_tune(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts
         num_labels=len(classes),
         id2label=dict(enumerate(classes)),
         label2id={c: i for i, c in enumerate(classes)},
+        dtype=torch.float32,  # transformers 5 defaults to "auto": a bf16/fp16 checkpoint would train in half precision
     )
     limit = position_limit(model, tokenizer)
     if limit is not None and t.max_length > limit:
