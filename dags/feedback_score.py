@@ -6,7 +6,8 @@ Runs at `schedule.score_cron` (default every night at 03:00 UTC) **and** wheneve
 
 1. **resolve_champion**: reads the alias (`score.model_alias`, default `champion`) of the
    registered model once and pins that version for the whole run (a later alias move does
-   not change this run).
+   not change this run). With no champion yet (a new deployment before its first training)
+   the run skips: no retries, no alert, no `review_scores` event.
 2. **plan**: curated reviews the pinned version has not scored yet (from the project's own
    score Parquet, not Airflow's database), split into `score.shards` shards by hash of
    `review_id`. Params: `ds` (one partition; default all), `rescore` (score again with the
@@ -100,10 +101,18 @@ def _run_scored_at() -> tuple[str, str]:
 def feedback_score():
     @task
     def resolve_champion() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from fbk_tasks.score.registry import NoChampionError
         from fbk_tasks.score.registry import resolve_champion as _resolve
         from fbk_tasks.settings import load_settings
 
-        return _resolve(load_settings()).to_dict()
+        try:
+            return _resolve(load_settings()).to_dict()
+        except NoChampionError as exc:
+            # a fresh deployment before its first training: nothing to score with yet, which a
+            # retry or an alert would not change; the run skips (feedback_train promotes one)
+            raise AirflowSkipException(f"{exc}; nothing scored until feedback_train promotes a champion") from exc
 
     @task
     def plan(model: dict) -> list[list[dict]]:
@@ -134,7 +143,8 @@ def feedback_score():
 
         return [r.to_dict() for r in score_shards(load_settings(), [ShardSpec.from_dict(s) for s in shards])]
 
-    @task(outlets=[REVIEW_SCORES], trigger_rule="none_failed")
+    # runs when score_shard was skipped for want of work, not when there was no champion
+    @task(outlets=[REVIEW_SCORES], trigger_rule="none_failed_min_one_success")
     def finalize(model: dict, groups: list[list[dict]], results: list[list[dict]] | None):
         from fbk_tasks.score.plan import ShardSpec
         from fbk_tasks.score.run import ShardResult, finalize_run

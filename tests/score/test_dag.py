@@ -79,6 +79,26 @@ def test_dag_test_scores_every_review_once(airflow_db, lake, monkeypatch):
 
 
 @pytest.mark.slow
+def test_dag_test_without_a_champion_skips_instead_of_failing(airflow_db, settings):
+    """A new deployment scores before its first training: nothing to score with, which no retry
+    changes. The run succeeds with every task skipped (no failure alerts twice a night for a
+    week) and emits no review_scores event, so no drift run follows."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from fbk_tasks.score.testing import write_curated
+
+    write_curated(settings, "2026-03-01", ["fine kettle", "broken lid"])
+    dr = _load_dag().test(logical_date=dt.datetime(2026, 3, 2, 3, 0, tzinfo=dt.timezone.utc))
+    assert dr.state == "success"
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states == {"resolve_champion": "skipped", "plan": "skipped", "score_shard": "skipped", "finalize": "skipped"}
+    with create_session() as session:
+        assert session.scalar(select(func.count()).select_from(AssetEvent).where(AssetEvent.source_run_id == dr.run_id)) == 0
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="Airflow 3.3.2: dag.test() of a DAG with a DeadlineAlert fails writing the "
                    "deadline row ('dict' object has no attribute 'hex'), apache/airflow#73428. When this starts "
                    "passing, score.deadline_minutes can get a default. The deadline itself is proven on the real "
