@@ -72,7 +72,7 @@ def _nights(context) -> list[str]:
     doc_md=__doc__,
     tags=["fbk", "monitoring", "drift"],
     default_args=DEFAULT_ARGS,  # includes the failure alert (per task, with its exception)
-    params={"ds": Param(None, type=["null", "string"],
+    params={"ds": Param(None, type=["null", "string"], format="date",
                         description="Night to check (YYYY-MM-DD); default: the unchecked scored nights, newest first.")},
 )
 def feedback_monitor():

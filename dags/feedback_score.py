@@ -70,6 +70,16 @@ def _deadline():
     )
 
 
+def _parallel_shards() -> int:
+    """``score.max_parallel_shards``: the most score_shard tasks of a run at once (parse time)."""
+    settings = parse_time_settings()
+    if settings is None:
+        from fbk_tasks.settings import ScoreSettings
+
+        return ScoreSettings().max_parallel_shards
+    return settings.score.max_parallel_shards
+
+
 def _run_scored_at() -> tuple[str, str]:
     """(run_id, scored_at ISO) of the current DAG run, deterministic for the run."""
     ctx = get_current_context()
@@ -94,7 +104,7 @@ def _run_scored_at() -> tuple[str, str]:
     tags=["fbk", "scoring", "mlflow"],
     default_args=DEFAULT_ARGS,
     params={
-        "ds": Param(None, type=["null", "string"], description="Only this curated partition (YYYY-MM-DD)."),
+        "ds": Param(None, type=["null", "string"], format="date", description="Only this curated partition (YYYY-MM-DD)."),
         "rescore": Param(False, type="boolean", description="Score again with the current champion."),
     },
 )
@@ -135,7 +145,7 @@ def feedback_score():
         )
         return [[s.to_dict() for s in group] for group in group_specs(specs, settings.score.max_mapped_tasks)]
 
-    @task(max_active_tis_per_dagrun=4)
+    @task(max_active_tis_per_dagrun=_parallel_shards())
     def score_shard(shards: list[dict]) -> list[dict]:
         from fbk_tasks.score.plan import ShardSpec
         from fbk_tasks.score.run import score_shards

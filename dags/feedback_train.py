@@ -146,8 +146,8 @@ def publish_champion(result: dict):
     tags=["feedback", "train", "mlflow"],
     default_args=DEFAULT_ARGS,
     params={
-        "ds_from": Param(None, type=["null", "string"], description="first curated partition (YYYY-MM-DD)"),
-        "ds_to": Param(None, type=["null", "string"], description="last curated partition (YYYY-MM-DD)"),
+        "ds_from": Param(None, type=["null", "string"], format="date", description="first curated partition (YYYY-MM-DD)"),
+        "ds_to": Param(None, type=["null", "string"], format="date", description="last curated partition (YYYY-MM-DD)"),
     },
 )
 def feedback_train():

@@ -190,6 +190,7 @@ class ScoreSettings(_Section):
 
     shards: int = Field(2, ge=1, description="Shards each partition of a scoring run is split into, by hash of review_id: one mapped Airflow task each, up to score.max_mapped_tasks.")
     plan_retention_days: int | None = Field(14, ge=1, description="Days a scoring run's plan folder (state/score_plans/<run>/) is kept after it was last written; a finished run removes older ones. None keeps every plan.")
+    max_parallel_shards: int = Field(4, ge=1, description="Most `score_shard` tasks of one run that run at once (Airflow `max_active_tis_per_dagrun`; read when the DAG file is parsed). Raise it with `score.shards` and the workers to score wider.")
     max_mapped_tasks: int = Field(512, ge=1, description="Most mapped `score_shard` tasks one run creates (keep it under Airflow's `core.max_map_length`, 1024 by default). A run with more shards (partitions x `score.shards`: a new champion's first night or a rescore over many nights) deals them into this many tasks, balanced by planned reviews.")
     batch_size: int = Field(1024, ge=1, description="Reviews read from Parquet and sent to the model per predict call (the model sorts them by length and runs sub-batches of train.eval_batch_size, so larger means less padding).")
     deadline_minutes: float | None = Field(

@@ -117,3 +117,24 @@ def test_the_run_failure_callback_alerts_a_timed_out_run_only(monkeypatch):
     assert [(p["kind"], p["dag_id"], p["run_id"], p["task_id"]) for p in sent] == [
         ("run_timed_out", "feedback_ingest", "scheduled__2026-03-01", None)]
     assert "dagrun_timeout (6:00:00)" in sent[0]["error"]
+
+
+def test_date_params_refuse_what_is_not_a_date_at_trigger_time(monkeypatch):
+    """'2026-3-5' or 'yesterday' passed trigger validation and failed inside a task, retried for
+    nothing; a date param now refuses them when the run is triggered."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("FBK_SCORE__MAX_PARALLEL_SHARDS", "7")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.dags["feedback_score"].task_dict["score_shard"].max_active_tis_per_dagrun == 7
+    date_params = [(d, k) for d, dag in bag.dags.items() for k in dag.params if k.startswith("ds")]
+    assert sorted(date_params) == [("feedback_monitor", "ds"), ("feedback_score", "ds"),
+                                   ("feedback_train", "ds_from"), ("feedback_train", "ds_to")]
+    for dag_id, key in date_params:
+        params = bag.dags[dag_id].params
+        params.validate()  # the defaults (None) are valid
+        for good in (None, "2026-03-05"):
+            assert params.get_param(key).resolve(good) == good
+        for bad in ("2026-3-5", "yesterday", "2026-02-30"):
+            with pytest.raises(Exception, match="date|format"):
+                params.get_param(key).resolve(bad)
