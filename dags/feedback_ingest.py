@@ -12,7 +12,8 @@ Nightly ingestion of new customer reviews, partitioned by logical date. Runs at
    Failing rows go to `quarantine/reviews/ds=<ds>/` with their reasons; the rest to
    `curated/reviews/ds=<ds>/`; a ledger row per file (`ledger/ingest/`) reconciles the counts.
    A file that cannot be read or fails a batch expectation fails this task with the reason.
-3. **publish**: emits the `curated_reviews` Asset with the partition and counts.
+3. **publish**: emits the `curated_reviews` Asset with the partition and counts; skipped (no
+   event, so no scoring run) when no file was ingested.
 
 Data Docs: `<data>/reports/gx/index.html`. Logic: `fbk_tasks.ingest.pipeline`
 (also runnable as `fbk ingest`).
@@ -76,6 +77,12 @@ def feedback_ingest():
 
     @task(outlets=[CURATED_REVIEWS])
     def publish(summary: dict, *, outlet_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not summary["files_ingested"]:
+            # nothing curated changed: no event, so no scoring run (and drift run) for nothing;
+            # the nightly cron run of feedback_score still comes
+            raise AirflowSkipException(f"no file ingested for ds={summary['ds']} ({summary['files']} claimed): curated_reviews unchanged")
         outlet_events[CURATED_REVIEWS].extra = {k: v for k, v in summary.items() if k != "data_docs"}
         print(f"curated_reviews updated: {summary}")
         return summary

@@ -52,3 +52,19 @@ def test_feedback_ingest_dag_fails_on_unreadable_file(airflow_db, settings, monk
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["ingest"] == "failed" and states["publish"] != "success"
     assert read_ledger(settings)["status"].tolist()[-1] == "rejected"
+
+
+def test_a_night_without_files_emits_no_curated_reviews_event(airflow_db, settings):
+    """Nothing landed: the run succeeds, publish is skipped and no curated_reviews event goes out,
+    so no feedback_score run (and, after it, no feedback_monitor run) starts for nothing."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    dag = _dag("feedback_ingest")
+    run = dag.test(logical_date=dt.datetime(2026, 3, 7, tzinfo=dt.timezone.utc))
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"claim_files": "success", "ingest": "success", "publish": "skipped"}
+    with create_session() as session:
+        assert session.scalar(select(func.count()).select_from(AssetEvent).where(AssetEvent.source_run_id == run.run_id)) == 0
