@@ -292,11 +292,14 @@ def current_golden(settings: Settings) -> GoldenSet | None:
     return GoldenSet(path, m["sha256"], m["rows"], m["rows_per_class"], m["created_at"])
 
 
-def draw_golden(settings: Settings, labelled: pd.DataFrame) -> pd.DataFrame:
-    """A stratified ``train.golden_fraction`` of ``labelled`` (at most ``golden_max_rows``), not written."""
+def draw_golden(settings: Settings, labelled: pd.DataFrame, exclude: set[str] | None = None) -> pd.DataFrame:
+    """A stratified ``train.golden_fraction`` of ``labelled`` (at most ``golden_max_rows``), not
+    written. ``exclude``: review ids not to draw (the champion's training rows, on a refresh);
+    the size is still reckoned on all of ``labelled``, as far as the other rows allow."""
     t = settings.train
     n = min(t.golden_max_rows, max(len(class_scheme(labelled["label"])), int(round(len(labelled) * t.golden_fraction))))
-    return labelled.loc[stratified_sample(labelled, n, t.seed)].sort_values("review_id").reset_index(drop=True)
+    pool = labelled if not exclude else labelled[~labelled["review_id"].isin(exclude)]
+    return pool.loc[stratified_sample(pool, min(n, len(pool)), t.seed)].sort_values("review_id").reset_index(drop=True)
 
 
 def take_golden(settings: Settings, labelled: pd.DataFrame, gold: pd.DataFrame | None = None) -> GoldenSet:

@@ -276,19 +276,23 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
 def refresh_golden(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> dict[str, Any]:
     """Re-take the golden set from current curated data and re-score the champion on it (logged to MLflow).
 
-    The champion may have trained on rows that the new golden set contains, so its score here
-    can be optimistic; the overlap is logged as ``golden_overlap_with_champion_training``.
+    The new set is drawn outside the champion's training rows (its prepared ``train.parquet``):
+    scored on rows it learnt, the champion would look better than it is, and no candidate
+    (which never trains on golden rows) could beat it. When those rows are unknown (the prepared
+    data was removed) the set is drawn from everything, and the overlap is logged as
+    ``golden_overlap_with_champion_training``.
     """
     import mlflow
 
-    from fbk_tasks.train.data import load_labelled, take_golden
+    from fbk_tasks.train.data import draw_golden, load_labelled, take_golden
 
     labelled = load_labelled(settings, ds_from, ds_to)
-    g = take_golden(settings, labelled.frame)
-    golden = g.load()
     client = registry.client_for(settings)
     name = settings.mlflow.registered_model_name
     champion = registry.alias_version(client, name, registry.CHAMPION)
+    trained = registry.trained_review_ids(client, champion.run_id) if champion is not None else None
+    g = take_golden(settings, labelled.frame, draw_golden(settings, labelled.frame, exclude=trained))
+    golden = g.load()
     out: dict[str, Any] = {"golden_path": str(g.path), "golden_sha256": g.sha256, "rows": g.rows,
                            "champion_version": None, "champion_macro_f1": None}
     with mlflow.start_run(experiment_id=registry.experiment_id(settings, "train"), run_name="golden-refresh"):

@@ -313,7 +313,11 @@ def test_golden_refresh_retakes_and_rescores_the_champion(train_env, capsys):
     exp = client.get_experiment_by_name(f"{s.mlflow.experiment_prefix}-train")
     (run,) = client.search_runs([exp.experiment_id], "tags.`fbk.kind` = 'golden-refresh'")
     assert run.data.metrics["golden_macro_f1"] == pytest.approx(out["champion_macro_f1"])
-    assert run.data.metrics["golden_overlap_with_champion_training"] > 0  # rows it trained on are now golden
+    # drawn outside the rows the champion trained on (it would score optimistically on them, and
+    # no candidate, which never trains on golden rows, could beat it)
+    assert run.data.metrics["golden_overlap_with_champion_training"] == 0
+    trained = registry.trained_review_ids(client, client.get_model_version(s.mlflow.registered_model_name, first["version"]).run_id)
+    assert trained and not set(new.load()["review_id"]) & trained
     # a candidate trained before the refresh is not gated against the new golden set
     verdict = gate_candidates(s, [pending])["verdicts"][pending["version"]]
     assert verdict["verdict"] == "refused" and "golden set changed" in verdict["reason"]
