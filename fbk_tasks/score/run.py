@@ -282,6 +282,8 @@ def _valid_prediction(row: Any) -> str | None:
     conf = row.get("confidence")
     if not isinstance(label, str) or not label:
         return f"label is {label!r}"
+    if label not in SENTIMENT_CLASSES:  # the marts count shares per class: 'Positive' would be in none
+        return f"label {label!r} is not one of {', '.join(SENTIMENT_CLASSES)}"
     try:
         c = float(conf)
     except (TypeError, ValueError):

@@ -221,7 +221,8 @@ def test_cli_score(lake, monkeypatch, capsys):
 
 
 class _RecordingModel:
-    """Contract-shaped model that records batch sizes and returns a bad confidence for 'nan'."""
+    """Contract-shaped model that records batch sizes and returns a bad confidence for 'nan' and a
+    label outside the scheme ('Positive') for 'shout'."""
 
     def __init__(self):
         self.batches = []
@@ -233,7 +234,7 @@ class _RecordingModel:
         rows = []
         for t in frame["text"]:
             conf = float("nan") if t == "nan" else 0.9
-            rows.append({"label": "positive", "confidence": conf, "prob_negative": 0.05, "prob_neutral": 0.05, "prob_positive": 0.9})
+            rows.append({"label": "Positive" if t == "shout" else "positive", "confidence": conf, "prob_negative": 0.05, "prob_neutral": 0.05, "prob_positive": 0.9})
         return pd.DataFrame(rows)
 
 
@@ -246,7 +247,7 @@ def test_shard_streams_in_batches_and_rejects_invalid_predictions(settings, monk
     monkeypatch.setenv("FBK_SCORE__SHARDS", "1")
     monkeypatch.setenv("FBK_SCORE__SCAN_BATCH_ROWS", "3")
     s = load_settings()
-    texts = [f"text {i}" for i in range(10)] + ["nan", "  \n "]
+    texts = [f"text {i}" for i in range(9)] + ["shout", "nan", "  \n "]
     write_curated(s, "2026-07-01", texts)
     write_curated(s, "2026-07-01", texts[:2], start_row=0)  # the same review ids again: planned once
     ref = ModelRef(name="m", version=7, run_id=None, uri="models:/m/7")
@@ -255,14 +256,15 @@ def test_shard_streams_in_batches_and_rejects_invalid_predictions(settings, monk
     model = _RecordingModel()
     result = score_shard(s, spec, model=model)
     assert max(model.batches) <= 4 and sum(model.batches) == 11
-    assert (result.planned, result.scored, result.rejected) == (12, 10, 2)
-    assert result.rejected_by_reason == {"empty_text": 1, "invalid_prediction": 1}
+    assert (result.planned, result.scored, result.rejected) == (12, 9, 3)
+    assert result.rejected_by_reason == {"empty_text": 1, "invalid_prediction": 2}
     assert result.scores_file.endswith(f"ds=2026-07-01/part-7-0-{spec.plan_tag}.parquet")
     # written batch by batch, yet one complete file: every scored id once, nothing left behind
     import pyarrow.parquet as pq
 
     written = pq.read_table(result.scores_file)
-    assert written.num_rows == 10 and len(set(written.column("review_id").to_pylist())) == 10
+    assert written.num_rows == 9 and len(set(written.column("review_id").to_pylist())) == 9
+    assert set(written.column("label").to_pylist()) == {"positive"}
     assert written.schema.metadata[b"fbk.backend"]
     assert not [f for f in Path(result.scores_file).parent.iterdir() if f.name.startswith(".")]
     # a retry of the same plan finds the same rows and leaves the file alone
