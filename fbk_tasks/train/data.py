@@ -82,6 +82,7 @@ class PreparedData:
     train_rows_with_label_confidence: int = 0  # training rows whose source gave a label confidence
     train_label_confidence_mean: float | None = None
     golden_text_overlap: int = 0  # rows kept out of train/dev: their text is a golden row's under another id
+    dev_text_overlap: int = 0  # rows kept out of train: their text is a dev row's under another id
 
     @property
     def train_path(self) -> Path:
@@ -107,6 +108,7 @@ class PreparedData:
             "data.train_rows_with_label_confidence": str(self.train_rows_with_label_confidence),
             "data.train_label_confidence_mean": str(self.train_label_confidence_mean),
             "data.golden_text_overlap": str(self.golden_text_overlap),
+            "data.dev_text_overlap": str(self.dev_text_overlap),
         }
 
     def save(self) -> None:
@@ -358,7 +360,10 @@ def prepare_training_data(
     n_dev = max(len(classes), int(round(len(pool) * t.dev_fraction)))
     dev_idx = stratified_sample(pool, n_dev, t.seed + 1)
     dev = pool.loc[dev_idx]
-    train = pool.drop(index=dev_idx)
+    # the same text under another id (a re-post beyond the dedup window, another product) stays
+    # out of train, as for the golden set: dev F1 picks the epoch and the class offsets, and a
+    # learnt copy of a dev row would favour the epoch that memorises
+    train, dev_overlap = outside_golden(pool.drop(index=dev_idx), dev)
     if t.max_train_samples and len(train) > t.max_train_samples:
         train = train.loc[stratified_sample(train, t.max_train_samples, t.seed + 2)]
     check_trainable(train, min(t.min_rows_per_class, len(train)))
@@ -393,6 +398,7 @@ def prepare_training_data(
         train_label_confidence_mean=(round(float(train["label_confidence"].mean()), 4)
                                      if train["label_confidence"].notna().any() else None),
         golden_text_overlap=overlap,
+        dev_text_overlap=dev_overlap,
     )
     prepared.save()
     return prepared

@@ -247,6 +247,25 @@ def test_a_golden_text_under_another_id_is_not_trained_on(settings):
     assert prep.train_rows + prep.dev_rows == 300 - len(gold) + 27
 
 
+def test_no_text_is_in_both_train_and_dev(settings):
+    """Dev F1 picks the epoch: a dev review whose text is also a training row (re-posted under
+    another id) would reward memorising. Such rows stay out of train, counted in the lineage."""
+    from fbk_tasks.text.clean import normalize_for_dedup
+
+    s = _settings(settings, golden_fraction=0.2, dev_fraction=0.2, max_train_samples=None)
+    frame = make_reviews(300, seed=4).to_pandas()
+    frame.loc[150:, "text"] = frame.loc[:149, "text"].to_numpy()  # every text twice, under two ids
+    write_partition(s.curated_dir, pa.Table.from_pandas(frame, schema=CURATED_SCHEMA, preserve_index=False))
+    prep = prepare_training_data(s)
+
+    def texts(path):
+        return set(normalize_for_dedup(pa.array(pd.read_parquet(path)["text"], pa.string())).to_pylist())
+
+    assert not texts(prep.train_path) & texts(prep.dev_path)
+    assert prep.dev_text_overlap > 0 and prep.lineage()["data.dev_text_overlap"] == str(prep.dev_text_overlap)
+    assert prep.train_rows + prep.dev_rows + prep.dev_text_overlap + prep.golden_text_overlap == 300 - current_golden(s).rows
+
+
 def test_outside_golden_matches_normalised_text_and_keeps_missing_text(tmp_path):
     from fbk_tasks.train.data import outside_golden
 
