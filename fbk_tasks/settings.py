@@ -48,6 +48,7 @@ class IngestSettings(_Section):
     max_text_chars: int = Field(5000, ge=1, description="Longest cleaned text accepted; longer rows are quarantined.")
     allowed_languages: list[str] = Field(["zh", "en"], description="Languages accepted into curated storage.")
     max_quarantine_share: Share = Field(0.5, description="A file whose quarantined share exceeds this fails the run.")
+    gx_docs_index_limit: int = Field(200, ge=1, description="Newest validation results the Data Docs index page lists (GX reads each listed result on every rebuild, after every file; older pages stay on disk).")
     max_duplicate_share: Share = Field(0.2, description="A file whose duplicate share exceeds this fails the run.")
     dedup_window_days: int = Field(30, ge=0, description="Window for (product, normalised text) duplicates across days.")
     future_tolerance_minutes: int = Field(5, ge=0, description="Clock skew allowed before a timestamp counts as future.")

@@ -142,15 +142,19 @@ def _context(settings: Settings):
 
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         ctx.variables.save()
-    if SITE_NAME not in ctx.get_site_names():
-        ctx.add_data_docs_site(
-            site_name=SITE_NAME,
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(settings.reports_dir / "gx")},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
+    site_config = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(settings.reports_dir / "gx")},
+        # the index page lists the newest results only: GX reads every result it lists on each
+        # rebuild (after every file), which otherwise grows with every file ever ingested
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                               "validation_results_limit": settings.ingest.gx_docs_index_limit},
+    }
+    sites = ctx.variables.data_docs_sites or {}
+    if SITE_NAME not in sites:
+        ctx.add_data_docs_site(site_name=SITE_NAME, site_config=site_config)
+    elif dict(sites[SITE_NAME]) != site_config:  # a data root set up by an earlier version or setting
+        ctx.update_data_docs_site(site_name=SITE_NAME, site_config=site_config)
     return ctx
 
 

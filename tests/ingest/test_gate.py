@@ -69,3 +69,26 @@ def test_fingerprint_switch_is_restored():
         assert engine.HASH_THRESHOLD == 0
         raise RuntimeError
     assert engine.HASH_THRESHOLD == before
+
+
+def test_data_docs_index_lists_only_the_newest_results(settings):
+    """GX reads every validation result its index lists on each rebuild (after every file), so an
+    unbounded index grows with every file ever ingested; ingest.gx_docs_index_limit bounds it,
+    and a data root set up with another limit (or none, by an earlier version) is updated."""
+    import re
+
+    settings.ingest.max_quarantine_share = 1.0
+    frame, masks = _frame_and_masks()
+    v = validation_frame(frame, masks)
+
+    def listed() -> int:
+        html = (settings.reports_dir / "gx" / "index.html").read_text()
+        return len(set(re.findall(r"validations/[^\"']+\.html", html)))
+
+    for i in range(3):
+        run_gate(settings, v, batch_name=f"b{i}", now=NOW, masks=masks)
+    assert listed() == 3
+    settings.ingest.gx_docs_index_limit = 2
+    run_gate(settings, v, batch_name="b3", now=NOW, masks=masks)
+    assert listed() == 2
+    assert len(list((settings.reports_dir / "gx" / "validations").rglob("*.html"))) == 4  # older pages stay
