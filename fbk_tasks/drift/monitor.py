@@ -216,6 +216,31 @@ def reference_partitions(settings: Settings, ds: str, lineage: list[str] | None)
     return before, f"fallback ({why}): latest {len(before)} partition(s) before the night"
 
 
+def reference_sample(settings: Settings, parts: list[str]) -> pd.DataFrame:
+    """At most ``drift.reference_max_rows`` curated reviews of ``parts`` (each id once, from the
+    first partition that holds it; seeded), with :data:`CURATED_COLUMNS` and ``ds``. The ids are
+    drawn first and only the drawn rows' text is read, so memory follows the sample, not the
+    training history a lineage can name (the ids alone are read whole)."""
+    import pyarrow.parquet as pq
+
+    frames = [_read_dir(settings.curated_dir / f"ds={p}", ["review_id"]).assign(ds=p) for p in parts]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=[*CURATED_COLUMNS, "ds"])
+    ids = pd.concat(frames, ignore_index=True).drop_duplicates("review_id").sort_values("review_id", kind="stable").reset_index(drop=True)
+    if len(ids) > settings.drift.reference_max_rows:
+        ids = ids.sample(settings.drift.reference_max_rows, random_state=settings.drift.seed).sort_values("review_id").reset_index(drop=True)
+    rows = []
+    for p, group in ids.groupby("ds", sort=False):
+        wanted = group["review_id"].tolist()
+        files = sorted((settings.curated_dir / f"ds={p}").glob("*.parquet"))
+        part = pd.concat([pq.read_table(f, columns=CURATED_COLUMNS, filters=[("review_id", "in", wanted)]).to_pandas() for f in files],
+                         ignore_index=True)
+        rows.append(part.drop_duplicates("review_id").assign(ds=p))
+    full = pd.concat(rows, ignore_index=True)
+    return ids[["review_id", "ds"]].merge(full, on=["review_id", "ds"], how="left", validate="one_to_one")[[*CURATED_COLUMNS, "ds"]]
+
+
 def load_reference(settings: Settings, name: str, version: int, parts: list[str], use_encoder: bool = True) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The cached, scored reference sample of ``version`` (built on first use)."""
     import pyarrow as pa
@@ -229,11 +254,7 @@ def load_reference(settings: Settings, name: str, version: int, parts: list[str]
         emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32) if "embedding" in frame.columns and frame["embedding"].notna().all() and len(frame) else None
         if emb is not None or not use_encoder:
             return _objects(frame.drop(columns=["embedding"], errors="ignore")), emb
-    frames = [_read_dir(settings.curated_dir / f"ds={p}", CURATED_COLUMNS).assign(ds=p) for p in parts]
-    ref = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(columns=[*CURATED_COLUMNS, "ds"])
-    ref = ref.drop_duplicates("review_id").sort_values("review_id", kind="stable").reset_index(drop=True)
-    if len(ref) > settings.drift.reference_max_rows:
-        ref = ref.sample(settings.drift.reference_max_rows, random_state=settings.drift.seed).sort_values("review_id").reset_index(drop=True)
+    ref = reference_sample(settings, parts)
     if ref.empty:
         raise DriftInputError(f"reference partitions {parts} hold no reviews")
     import mlflow

@@ -92,3 +92,43 @@ def test_concurrent_requests_are_never_lost(settings):
         p.join()
     assert all(p.exitcode == 0 for p in procs)
     assert len({e["ds"] for e in read_retrain_requests(settings)}) == 6 * 15
+
+
+def test_reference_sample_reads_text_of_the_drawn_rows_only_and_draws_as_before(settings, monkeypatch):
+    """The reference is at most drift.reference_max_rows reviews of the version's training
+    partitions (all of history, often). The ids are drawn first and only the drawn rows' text is
+    read; the draw is the one the whole-history read made (same ids, same rows, first partition
+    holding an id wins), so existing reference caches stay what a rebuild would give."""
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.drift import monitor
+    from fbk_tasks.drift.testing import generated_frame, write_curated_frame
+
+    settings.drift.reference_max_rows = 150
+    parts = ["2026-03-01", "2026-03-02", "2026-03-03"]
+    frames = [generated_frame(120, seed=20 + i, ds=ds) for i, ds in enumerate(parts)]
+    for frame, ds in zip(frames, parts):
+        write_curated_frame(settings, frame, ds)
+    again = frames[0].head(30).assign(text="a later copy")  # ids of 03-01 again, later, other text
+    write_curated_frame(settings, again, "2026-03-04")
+    parts.append("2026-03-04")
+
+    # the whole-history read it replaces, as the oracle
+    whole = pd.concat([monitor._read_dir(settings.curated_dir / f"ds={p}", monitor.CURATED_COLUMNS).assign(ds=p) for p in parts],
+                      ignore_index=True).drop_duplicates("review_id").sort_values("review_id", kind="stable").reset_index(drop=True)
+    expected = whole.sample(150, random_state=settings.drift.seed).sort_values("review_id").reset_index(drop=True)
+
+    texts_read = []
+    real = pq.read_table
+
+    def counting(source, *args, columns=None, **kwargs):
+        table = real(source, *args, columns=columns, **kwargs)
+        if columns and "text" in columns:
+            texts_read.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(pq, "read_table", counting)
+    got = monitor.reference_sample(settings, parts)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected[got.columns].reset_index(drop=True), check_dtype=False)
+    assert "a later copy" not in set(got["text"])
+    assert sum(texts_read) == 150 < len(whole)
