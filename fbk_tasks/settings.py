@@ -11,6 +11,7 @@ Nothing else in the project reads the environment for configuration: functions t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -443,6 +444,16 @@ def _unknown_env_keys() -> list[str]:
             if section is None or parts[1] not in {n.upper() for n in section.model_fields} or len(parts) > 2:
                 unknown.append(key)
     return unknown
+
+
+# scheme://user:password@host...: the password runs to the last "@" (a raw "@" or "/" in it stays masked)
+_URI_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@]*):.*@(?P<host>[^@]*)$", re.DOTALL)
+
+
+def redact_uri(value: str) -> str:
+    """``value`` with the password of a ``scheme://user:password@host/...`` URI replaced by ``***``
+    (scheme, user, host and database kept, so a run still says which store it used)."""
+    return _URI_PASSWORD.sub(r"\g<head>:***@\g<host>", value)
 
 
 def load_settings(**overrides: Any) -> Settings:

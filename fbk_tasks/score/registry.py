@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fbk_tasks.settings import Settings
+from fbk_tasks.settings import Settings, redact_uri
 
 
 class NoChampionError(LookupError):
@@ -65,7 +65,7 @@ def resolve_champion(settings: Settings) -> ModelRef:
             raise  # a registry that could not answer is not "no champion"
         raise NoChampionError(
             f"registered model {name!r} has no version with alias {alias!r} "
-            f"(registry {settings.mlflow_registry_uri}): {exc.message if hasattr(exc, 'message') else exc}"
+            f"(registry {redact_uri(settings.mlflow_registry_uri)}): {exc.message if hasattr(exc, 'message') else exc}"
         ) from None
     version = int(mv.version)
     return ModelRef(name=name, version=version, run_id=mv.run_id, uri=f"models:/{name}/{version}")

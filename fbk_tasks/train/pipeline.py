@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 import time
 from importlib.metadata import version as pkg_version
@@ -17,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from fbk_tasks.settings import Settings
+from fbk_tasks.settings import Settings, redact_uri
 from fbk_tasks.train import registry
 from fbk_tasks.train.data import PreparedData, TrainingDataError, prepare_training_data, row_weights
 from fbk_tasks.train.evaluate import Evaluation, evaluate, plot_confusion
@@ -31,16 +30,6 @@ GOLDEN_PREDICTIONS = "golden_predictions.parquet"
 def assemble(settings: Settings, ds_from: str | None = None, ds_to: str | None = None) -> str:
     """Training data ready on disk; returns the prepared directory (raises TrainingDataError)."""
     return str(prepare_training_data(settings, ds_from, ds_to).dir)
-
-
-# scheme://user:password@host...: the password runs to the last "@" (a raw "@" or "/" in it stays masked)
-_URI_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@]*):.*@(?P<host>[^@]*)$", re.DOTALL)
-
-
-def redact_uri(value: str) -> str:
-    """``value`` with the password of a ``scheme://user:password@host/...`` URI replaced by ``***``
-    (scheme, user, host and database kept, so a run still says which store it used)."""
-    return _URI_PASSWORD.sub(r"\g<head>:***@\g<host>", value)
 
 
 def settings_params(settings: Settings, candidate: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Fresh-process reload check used by the promotion gate.
 
 ``python -m fbk_tasks.train.verify --model-uri models:/NAME/V --expected golden_predictions.parquet
---golden golden.parquet --tracking-uri URI --registry-uri URI`` loads the model from the registry
+--golden golden.parquet`` (stores from ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``, or
+``--tracking-uri`` / ``--registry-uri``) loads the model from the registry
 in a new interpreter, predicts the golden rows and compares with the predictions the candidate
 made in memory at training time. Prints one JSON line; exit 0 when they agree, 1 otherwise.
 """
@@ -38,15 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-uri", required=True)
     ap.add_argument("--golden", required=True, type=Path)
     ap.add_argument("--expected", required=True, type=Path)
-    ap.add_argument("--tracking-uri", required=True)
-    ap.add_argument("--registry-uri", required=True)
+    # from the environment by default: a store URI may carry a password, which argv shows in `ps`
+    ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    ap.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"))
     ap.add_argument("--atol", type=float, default=ATOL)
     args = ap.parse_args(argv)
 
     import mlflow
 
-    mlflow.set_tracking_uri(args.tracking_uri)
-    mlflow.set_registry_uri(args.registry_uri)
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+    if args.registry_uri:
+        mlflow.set_registry_uri(args.registry_uri)
     golden = pd.read_parquet(args.golden)
     expected = pd.read_parquet(args.expected).set_index("review_id").loc[golden["review_id"]].reset_index(drop=True)
     model = mlflow.pyfunc.load_model(args.model_uri)
@@ -60,9 +64,10 @@ def verify_in_fresh_process(model_uri: str, golden: Path, expected: Path, tracki
                             timeout_s: int) -> dict:
     """Run :func:`main` in a new interpreter; returns its JSON verdict (``ok`` False on any failure)."""
     cmd = [sys.executable, "-m", "fbk_tasks.train.verify", "--model-uri", model_uri, "--golden", str(golden),
-           "--expected", str(expected), "--tracking-uri", tracking_uri, "--registry-uri", registry_uri]
-    # on the CPU whatever the gate's worker has: the expected predictions were made there in fp32
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+           "--expected", str(expected)]
+    # on the CPU whatever the gate's worker has: the expected predictions were made there in fp32;
+    # the store URIs through the environment, not argv (which `ps` shows, with any password)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": registry_uri}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:

@@ -171,3 +171,23 @@ def test_redact_uri_masks_only_a_password():
     assert redact_uri("mysql+pymysql://u:p@ss@h:3306/db?x=1") == "mysql+pymysql://u:***@h:3306/db?x=1"
     for uri in ("sqlite:////data/mlflow/mlflow.db", "http://mlflow:5000", "postgresql://u@h/db", "databricks"):
         assert redact_uri(uri) == uri
+
+
+def test_the_reload_check_gets_the_store_uris_from_its_environment_not_argv(monkeypatch, tmp_path):
+    """A store URI may carry a password; the command line of the fresh-process check is visible
+    to every user of the machine (`ps`), its environment is not."""
+    import subprocess
+
+    from fbk_tasks.train import verify
+
+    seen = {}
+
+    def run(cmd, **kwargs):
+        seen.update(cmd=cmd, env=kwargs["env"])
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"ok": true}\n', stderr="")
+
+    monkeypatch.setattr(verify.subprocess, "run", run)
+    uri = "postgresql://fbk:s3cret@db:5432/mlflow"
+    assert verify.verify_in_fresh_process("models:/m/1", tmp_path / "g.parquet", tmp_path / "e.parquet", uri, uri, 60) == {"ok": True}
+    assert not any("s3cret" in part for part in seen["cmd"])
+    assert seen["env"]["MLFLOW_TRACKING_URI"] == seen["env"]["MLFLOW_REGISTRY_URI"] == uri
