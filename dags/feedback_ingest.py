@@ -5,7 +5,8 @@ Nightly ingestion of new customer reviews, partitioned by logical date. Runs at
 `schedule.ingest_cron` (default 00:00 UTC).
 
 1. **claim_files**: files dropped in `<data>/landing/` (or `landing/<source mapping>/`) are
-   moved to `landing/ds=<ds>/<mapping>/`; a re-run of the date processes the same files.
+   moved to `landing/ds=<ds>/<mapping>/`; a re-run of the date processes the same files (a
+   re-run of the newest date also claims files dropped since: waiting files belong to it).
 2. **ingest**: each file is read (CSV/TSV/JSONL/Parquet; UTF-8, BOM, GB18030), mapped to the
    canonical schema with its mapping from `include/sources/`, cleaned, PII-redacted and
    validated by the Great Expectations suite `include/gx/curated_reviews_suite.json`.
