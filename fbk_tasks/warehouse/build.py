@@ -25,6 +25,7 @@ SQL_DIR = INCLUDE_DIR / "sql"
 # Marts that other marts read come first; any further mart files follow alphabetically.
 MART_ORDER = (
     "reviews",
+    "products",
     "model_versions",
     "review_scores",
     "daily_product_sentiment",

@@ -18,14 +18,14 @@ def _build(args: argparse.Namespace) -> int:
 def _sql(args: argparse.Namespace) -> int:
     from fbk_tasks.cli import UserError
     from fbk_tasks.settings import load_settings
-    from fbk_tasks.warehouse.query import WarehouseMissing, format_csv, format_json, format_table, query
+    from fbk_tasks.warehouse.query import NotAQuery, WarehouseMissing, format_csv, format_json, format_table, query
 
     import duckdb
 
     settings = load_settings()
     try:
         columns, rows = query(settings, args.statement)
-    except WarehouseMissing as exc:
+    except (WarehouseMissing, NotAQuery) as exc:
         raise UserError(str(exc)) from None
     except duckdb.Error as exc:
         raise UserError(str(exc).strip()) from None

@@ -17,8 +17,14 @@ class WarehouseMissing(FileNotFoundError):
     pass
 
 
+class NotAQuery(ValueError):
+    """A statement that is not one read-only query (SELECT, EXPLAIN)."""
+
+
 def query(settings: Settings, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one statement on a read-only connection; return (column names, rows)."""
+    """Run one query (SELECT, or EXPLAIN of one) on a read-only connection; return (column names,
+    rows). Anything else is refused before it runs: the read-only connection stops writes to
+    the warehouse file, not `COPY ... TO` a file (into the lake, say) or `ATTACH`/`SET`."""
     import duckdb
 
     path: Path = settings.warehouse_path
@@ -26,7 +32,13 @@ def query(settings: Settings, sql: str, params: list[Any] | None = None) -> tupl
         raise WarehouseMissing(f"{path} does not exist; run `fbk warehouse build` first")
     con = duckdb.connect(str(path), read_only=True)
     try:
+        statements = con.extract_statements(sql)
+        kinds = [s.type for s in statements]
+        if len(statements) != 1 or kinds[0] not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+            shown = ", ".join(k.name for k in kinds) or "nothing"
+            raise NotAQuery(f"only one read-only query (SELECT, EXPLAIN) is run here; got {shown}")
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET lock_configuration = true")
         cur = con.execute(sql, params or [])
         if cur.description is None:
             return [], []

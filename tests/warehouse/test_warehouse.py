@@ -12,7 +12,7 @@ from fbk_tasks.warehouse.build import build_warehouse, list_views
 from fbk_tasks.warehouse.query import query
 
 STAGING = {"stg_reviews", "stg_quarantine", "stg_ingest_ledger", "stg_scores", "stg_model_versions", "stg_score_rejections"}
-MARTS = {"reviews", "review_scores", "daily_product_sentiment", "category_sentiment", "quarantine_summary",
+MARTS = {"reviews", "products", "review_scores", "daily_product_sentiment", "category_sentiment", "quarantine_summary",
          "ingest_ledger", "model_versions", "drift_metrics", "score_rejections"}
 
 
@@ -101,6 +101,23 @@ def test_fbk_sql_formats(settings, cli, capsys):
     assert "read-only" in capsys.readouterr().err.lower()
 
 
+def test_fbk_sql_runs_queries_only(settings, cli, capsys, tmp_path):
+    """The read-only connection stops writes to the warehouse file, not COPY ... TO a file (into
+    the lake: one stray file there broke every query of review_scores) nor ATTACH or SET: only
+    one SELECT or EXPLAIN runs."""
+    assert cli(["warehouse", "build"]) == 0
+    capsys.readouterr()
+    target = settings.scores_dir / "ds=2026-03-04" / "part-oops.parquet"
+    target.parent.mkdir(parents=True)
+    for statement in (f"COPY (SELECT 'oops') TO '{target}' (FORMAT csv)", f"ATTACH '{tmp_path / 'x.db'}'",
+                      "SET threads = 1", "SELECT 1; SELECT 2", "INSTALL httpfs"):
+        assert cli(["sql", statement]) == 2, statement
+        assert "only one read-only query" in capsys.readouterr().err, statement
+    assert not target.exists() and not (tmp_path / "x.db").exists()
+    for statement in ("EXPLAIN SELECT * FROM reviews", "WITH a AS (SELECT 1 AS n) SELECT n FROM a", "DESCRIBE reviews"):
+        assert cli(["sql", statement]) == 0, statement
+
+
 def test_in_progress_hidden_temp_files_are_ignored(settings):
     """Atomic writers leave ``.tmp-<uuid>-part-x.parquet`` while writing; DuckDB's ``*`` would
     match it and fail every query ("too small to be a Parquet file")."""
@@ -163,6 +180,46 @@ def test_reviews_without_a_product_id_are_grouped_by_category(settings):
     rows = query(settings, "SELECT product_id, product_category, n_reviews, n_negative FROM daily_product_sentiment "
                            "ORDER BY product_category")[1]
     assert rows == [(None, "laptops", 2, 1), (None, "phones", 2, 1)]
+
+
+def test_a_product_keeps_one_name_across_days_and_languages(settings):
+    """Sources name one product in several languages; a name picked per day split the product's
+    trend across names (and the README's 'worst products' ranking grouped partial series). Every
+    day now carries the product's most frequent name; `products` lists them all."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.io.atomic import write_parquet
+    from fbk_tasks.score.run import run_scoring
+    from fbk_tasks.score.testing import register_keyword_model, write_curated
+
+    write_curated(settings, "2026-05-01", ["good", "bad", "ok"], products=("p1",))
+    later = write_curated(settings, "2026-05-02", ["bad", "good"], products=("p1",), start_row=10)
+    t = pq.read_table(later)
+    write_parquet(t.set_column(t.schema.get_field_index("product_name"), t.schema.field("product_name"),
+                               pa.array(["无线蓝牙耳机 Pro"] * t.num_rows)), later)
+    register_keyword_model(settings)
+    run_scoring(settings, scored_at=dt.datetime(2026, 5, 3, tzinfo=dt.timezone.utc))
+    rows = query(settings, "SELECT day, product_name, n_reviews FROM daily_product_sentiment ORDER BY day")[1]
+    assert rows == [(dt.date(2026, 5, 1), "Product p1", 3), (dt.date(2026, 5, 2), "Product p1", 2)]
+    assert query(settings, "SELECT product_id, product_name, product_names, n_reviews, first_day, last_day FROM products")[1] == [
+        ("p1", "Product p1", ["Product p1", "无线蓝牙耳机 Pro"], 5, dt.date(2026, 5, 1), dt.date(2026, 5, 2))]
+
+
+def test_ingest_ledger_marks_each_files_latest_attempt(settings):
+    """A re-run of a night writes ledger rows again for the same file: summing every row counted
+    its reviews twice; `is_latest` keeps each landed file's last attempt."""
+    from fbk_tasks.score.testing import write_ledger
+
+    write_ledger(settings, "2026-05-01", run_id="ingest-1")
+    write_ledger(settings, "2026-05-01", run_id="ingest-2")  # the re-run, same file
+    write_ledger(settings, "2026-05-02", run_id="ingest-3")
+    build_warehouse(settings)
+    assert query(settings, "SELECT sum(rows_curated) FROM ingest_ledger")[1] == [(24,)]
+    assert query(settings, "SELECT sum(rows_curated), list(run_id ORDER BY run_id) FROM ingest_ledger WHERE is_latest")[1] == [
+        (16, ["ingest-2", "ingest-3"])]
 
 
 def test_a_rescore_left_half_done_shows_each_review_once(settings):

@@ -1,7 +1,9 @@
 -- review_scores: the serving model's score for each review, with the review's attributes: the
--- version the last scoring run used (the champion, except in the run during which the alias moved).
--- One row per review: while a forced rescore writes new files beside the version's older ones
--- (removed when the run finishes, kept if it fails), the latest score wins.
+-- version the last full scoring run used (the champion, except in the run during which the alias
+-- moved). One row per review: while a forced rescore writes new files beside the version's older
+-- ones (removed when the run finishes, kept if it fails), the latest score wins (a rescore's
+-- scored_at is when it ran). Scores sit under their review's partition, so the join and the
+-- window run per ds and a filter on ds prunes both sides.
 CREATE OR REPLACE VIEW review_scores AS
 SELECT
     r.review_id,
@@ -28,5 +30,5 @@ FROM stg_scores AS s
 JOIN model_versions AS m
   ON m.model_name = s.model_name AND m.model_version = s.model_version AND m.is_served
 JOIN reviews AS r
-  ON r.review_id = s.review_id
-QUALIFY row_number() OVER (PARTITION BY s.review_id ORDER BY s.scored_at DESC, s.score_run_id DESC) = 1;
+  ON r.ds = s.ds AND r.review_id = s.review_id
+QUALIFY row_number() OVER (PARTITION BY s.ds, s.review_id ORDER BY s.scored_at DESC, s.score_run_id DESC) = 1;
