@@ -411,7 +411,9 @@ def plan_shards(
     import numpy as np
     import pyarrow as pa
 
-    scored_at = scored_at or default_scored_at(ds)
+    # a forced rescore without a run time is stamped now: the warehouse shows a review's latest
+    # score by scored_at, and a rescore must win over the files it replaces (kept if it fails)
+    scored_at = scored_at or (_dt.datetime.now(tz=_dt.timezone.utc) if rescore else default_scored_at(ds))
     if scored_at.tzinfo is None:
         raise ValueError("scored_at must be timezone-aware")
     scored_at = scored_at.astimezone(_dt.timezone.utc)

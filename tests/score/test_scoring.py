@@ -152,6 +152,18 @@ def test_forced_rescore_same_version_supersedes_old_files(lake):
     assert {r["run_id"] for r in rows} == {"fix-1"}
 
 
+def test_a_rescore_without_a_run_time_wins_over_the_scores_it_replaces(lake):
+    """`fbk score --ds D --rescore` has no logical date; stamped with the night's end, as plain
+    CLI runs are, it lost to a scheduled run's later scored_at in review_scores (latest score
+    wins) while it ran, or for good when it failed before removing the older files. A rescore
+    without a run time is stamped when it runs."""
+    s = lake["settings"]
+    run_scoring(s, run_id="scheduled__2026-03-10", scored_at=AT + dt.timedelta(days=7))
+    before = dt.datetime.now(dt.timezone.utc)
+    specs = plan_shards(s, "2026-03-01", resolve_champion(s), rescore=True)
+    assert specs and {dt.datetime.fromisoformat(sp.scored_at) >= before for sp in specs} == {True}
+
+
 def test_incremental_night_adds_files_never_rewrites(lake):
     from fbk_tasks.score.testing import write_curated
 
