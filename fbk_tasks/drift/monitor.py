@@ -572,7 +572,11 @@ def decide_nights(settings: Settings, measurements: list[NightMeasurement]) -> l
     wanting = [i for i, d in enumerate(decisions) if d.retrain]
     for i in wanting[:-1]:
         decisions[i] = _decide(settings, ordered[i], requests, latest, later=ordered[wanting[-1]].ds)
-    return [summary(m, d, *_write_night(settings, m, d)) for m, d in zip(ordered, decisions)]
+    out = [summary(m, d, *_write_night(settings, m, d)) for m, d in zip(ordered, decisions)]
+    from fbk_tasks.score.run import refresh_warehouse
+
+    refresh_warehouse(settings)  # drift_metrics shows tonight's rows now, not after the next scoring run
+    return out
 
 
 def retrain_candidate(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -730,6 +730,23 @@ def served_version_before(settings: Settings) -> int | None:
     return int(served[0].as_py()) if len(served) else None
 
 
+def refresh_warehouse(settings: Settings, registry: bool = False) -> Path | None:
+    """Rebuild the warehouse (after a stage that wrote what it shows: drift metrics, a gate's
+    verdicts, an alias move), first snapshotting the registry when ``registry``, with the served
+    version kept (only a full scoring run switches it). Without this, `model_versions` and
+    `drift_metrics` showed the state of the last scoring run until the next one. Never raises:
+    the stage's own outcome stands, and the next rebuild catches up (the failure is logged)."""
+    from fbk_tasks.warehouse.build import build_warehouse
+
+    try:
+        if registry:
+            snapshot_registry(settings, served_version=served_version_before(settings))
+        return build_warehouse(settings)
+    except Exception:  # noqa: BLE001 - a view that cannot be rebuilt now must not undo a promotion
+        log.exception("warehouse not refreshed; the next scoring run rebuilds it")
+        return None
+
+
 def finished_shard(settings: Settings, spec: ShardSpec) -> ShardResult | None:
     """The result of a shard this run already wrote in full, read back from its two files (their
     names carry the plan tag, so only this plan can have written them), or None.

@@ -209,7 +209,15 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
     # (request file, fbk.trigger.* / fbk.drift.refused_retrain tags, the nights' drift reports)
     answered = answer_retrain_requests(settings, result, registered)
     result["answered_requests"] = [e["ds"] for e in answered]
+    _refresh_warehouse(settings)
     return result
+
+
+def _refresh_warehouse(settings: Settings) -> None:
+    """model_versions shows the new verdicts and aliases now, not after the next scoring run."""
+    from fbk_tasks.score.run import refresh_warehouse
+
+    refresh_warehouse(settings, registry=True)
 
 
 def promote(settings: Settings, version: str | int, reason: str = "manual promotion") -> dict[str, Any]:
@@ -232,6 +240,7 @@ def promote(settings: Settings, version: str | int, reason: str = "manual promot
     client.set_registered_model_alias(name, registry.CHAMPION, version)
     registry.set_tags(client, name, version, {"fbk.gate.verdict": "promoted-manually", "fbk.gate.reason": reason,
                                               "fbk.gate.at": _now()})
+    _refresh_warehouse(settings)
     return {"changed": True, "champion_version": version, "previous_version": None if champion is None else str(champion.version)}
 
 
@@ -247,6 +256,7 @@ def rollback(settings: Settings) -> dict[str, Any]:
     if champion is not None:
         client.set_registered_model_alias(name, registry.PREVIOUS, champion.version)
     registry.set_tags(client, name, previous.version, {"fbk.gate.verdict": "rolled-back-to", "fbk.gate.at": _now()})
+    _refresh_warehouse(settings)
     return {"changed": True, "champion_version": str(previous.version),
             "previous_version": None if champion is None else str(champion.version)}
 

@@ -117,6 +117,11 @@ def test_dag_test_requests_retrain_then_cools_down(airflow_db, drift_lake):
     assert decision["retrain"] and decision["reference_partitions"] == ["2026-03-01"]
     assert "category_mix_psi" in decision["fired_signals"] and "category_mix_psi" in decision["severe_signals"]
     assert reference_cache_path(s, drift_lake["version"]).exists()
+    # the warehouse shows the night's drift rows at once (drift_metrics was an empty view, built
+    # by the scoring run before any metrics existed, until the next scoring run)
+    from fbk_tasks.warehouse.query import query
+
+    assert query(s, "SELECT DISTINCT ds FROM drift_metrics")[1] == [(dt.date(2026, 3, 2),)]
     html = report_path(s, "2026-03-02").read_text()
     assert "RETRAIN REQUESTED" in html and "data:image/png;base64," in html and "minilm_embeddings" in html
     events = _asset_events("retrain_requested")

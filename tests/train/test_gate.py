@@ -246,6 +246,11 @@ def test_promote_and_rollback_through_the_cli(train_env, capsys):
     assert "champion" in out and "previous" in out
     assert rollback(s)["champion_version"] == v2  # a second rollback undoes the first
     assert fbk(["model", "promote", "99"]) == 2
+    # the warehouse's model_versions follows each alias move at once, not at the next scoring run
+    from fbk_tasks.warehouse.query import query
+
+    rows = query(s, "SELECT model_version, aliases, is_champion FROM model_versions ORDER BY model_version")[1]
+    assert rows == [(int(v1), ["previous"], False), (int(v2), ["champion"], True)]
 
 
 def test_degenerate_data_registers_nothing_via_cli(train_env, capsys):
