@@ -33,6 +33,7 @@ MART_ORDER = (
     "quarantine_summary",
     "ingest_ledger",
     "score_rejections",
+    "score_coverage",
     "drift_metrics",
 )
 

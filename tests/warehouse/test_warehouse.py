@@ -13,7 +13,7 @@ from fbk_tasks.warehouse.query import query
 
 STAGING = {"stg_reviews", "stg_quarantine", "stg_ingest_ledger", "stg_scores", "stg_model_versions", "stg_score_rejections"}
 MARTS = {"reviews", "products", "review_scores", "daily_product_sentiment", "category_sentiment", "quarantine_summary",
-         "ingest_ledger", "model_versions", "drift_metrics", "score_rejections"}
+         "ingest_ledger", "model_versions", "drift_metrics", "score_rejections", "score_coverage"}
 
 
 @pytest.fixture
@@ -58,6 +58,8 @@ def test_populated_lake_marts(settings):
         ("duplicate", 2), ("rating_out_of_range", 1)]
     assert query(settings, "SELECT status, pii_total, duration_s FROM ingest_ledger")[1] == [("ingested", 1, 3.0)]
     assert query(settings, "SELECT model_version, is_champion, aliases FROM model_versions")[1] == [(1, True, ["champion"])]
+    assert query(settings, "SELECT served_version, n_curated, n_scored, n_rejected, n_unscored, share_scored FROM score_coverage")[1] == [
+        (1, 4, 4, 0, 0, 1.0)]
     # every view reads Parquet through absolute paths
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
@@ -264,3 +266,23 @@ def test_the_readme_example_queries_run(settings):
     build_warehouse(settings)
     for sql in statements:
         query(settings, sql)
+
+
+def test_score_coverage_says_what_the_sentiment_marts_cover(settings):
+    """The sentiment marts count scored reviews only: a night the served version has not reached
+    yet, or rejected reviews, vanished from them without a trace. score_coverage counts them."""
+    import datetime as dt
+
+    from fbk_tasks.score.testing import write_curated
+
+    _score_lake(settings)
+    write_curated(settings, "2026-05-02", ["later", "", "more"])  # not scored yet
+    build_warehouse(settings)
+    rows = query(settings, "SELECT ds, served_version, n_curated, n_scored, n_rejected, n_unscored, share_scored "
+                           "FROM score_coverage ORDER BY ds")[1]
+    assert rows == [(dt.date(2026, 5, 1), 1, 4, 4, 0, 0, 1.0), (dt.date(2026, 5, 2), 1, 3, 0, 0, 3, 0.0)]
+    from fbk_tasks.score.run import run_scoring
+
+    run_scoring(settings, scored_at=dt.datetime(2026, 5, 3, tzinfo=dt.timezone.utc))  # the empty text is rejected
+    rows = query(settings, "SELECT ds, n_curated, n_scored, n_rejected, n_unscored FROM score_coverage ORDER BY ds")[1]
+    assert rows == [(dt.date(2026, 5, 1), 4, 4, 0, 0), (dt.date(2026, 5, 2), 3, 2, 1, 0)]
