@@ -10,8 +10,10 @@ Pipeline of :func:`clean_and_redact` (what the nightly DAG calls):
    U+FEFF BOM). U+200D ZWJ is kept only between two emoji (``👨‍👩‍👧``).
 2. :func:`fbk_tasks.text.pii.redact_core` — e-mails, phones, IDs, cards, IPs, person URLs
    become ``[EMAIL]`` ... ``[URL]`` (so ``john&#64;x.com`` is caught).
-3. drop remaining (non-personal) ``http(s)://``/``ftp://``/``www.`` links and advertising
-   boilerplate (:data:`AD_PATTERNS`). Neither pattern can match inside ``[PLACEHOLDER]``.
+3. drop remaining (non-personal) ``http(s)://``/``ftp://``/``www.`` links, ``http:t.cn/x``
+   (no ``//``), bare short links (``t.cn/x``, ``bit.ly/x``; :data:`SHORT_LINK_HOSTS`) and
+   advertising boilerplate (:data:`AD_PATTERNS`). Neither pattern can match inside
+   ``[PLACEHOLDER]``; an ad phrase right before one ('加微信 [PHONE]') goes, the placeholder stays.
 4. collapse every whitespace run (incl. NBSP, U+3000, line/paragraph separators) to one
    space and trim. A non-null input never gives null; it may give ``''``.
 
@@ -29,6 +31,7 @@ cleaned on its own, so the result does not depend on the slicing or the thread c
 from __future__ import annotations
 
 import html
+import re
 import time
 
 import numpy as np
@@ -109,31 +112,63 @@ _WS_CHANGE_RE = (
     r"|[\t\n\f\r\x0B\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}][\s\x0B\x{85}\p{Z}]*"
 )
 
-LINK_RE = rf"(?i:(?:https?://|ftp://|www\.){URL_CHARS}*{URL_END})"
+# Schemeless short-link hosts (Weibo and Twitter shorteners, Chinese/English URL shorteners).
+SHORT_LINK_HOSTS: tuple[str, ...] = ("t.cn", "t.co", "bit.ly", "dwz.cn", "url.cn")
+# A link: http(s)/ftp with '//', www., 'http:' with 0-1 slashes before a host and a path
+# ('http:t.cn/zl7Xr4E', as Weibo exports write it), or a bare short link with a path
+# ('t.cn/zl7Xr4E'). Every form holds a '/' or 'www.', which the candidate scan relies on.
+_LINK = (
+    rf"(?:https?://|ftp://|www\.){URL_CHARS}*{URL_END}"
+    rf"|https?:/?[a-z0-9\-]+(?:\.[a-z0-9\-]+)+/(?:{URL_CHARS}*{URL_END})?"
+    rf"|\b(?:{'|'.join(re.escape(h) for h in SHORT_LINK_HOSTS)})/{URL_CHARS}*{URL_END}"
+)
+# A Weibo check-in ('我在:http:t.cn/...', '我在这里:...') goes with its link: alone it is noise.
+LINK_RE = rf"(?i:(?:我在(?:这里)?[:：]\s*)?(?:{_LINK}))"
+
+# A redaction placeholder after an ad phrase ('加微信 [PHONE]', 'click here: [URL]'): the
+# phrase goes, the placeholder is written back (a capturing group, see AD_REPLACEMENT).
+_KEEP_PLACEHOLDER = rf"(\[(?:{'|'.join(re.escape(t) for t in PII_TYPES)})\])"
+# A contact id: WeChat ids start with a letter (5-20 chars here), QQ numbers are 5-12 digits.
+_CONTACT_ID = r"(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})"
+_WECHAT = r"(?:微信|薇信|威信|徽信|[vV]信|[vV][xX]|[wW][xX]|[wW]eixin|[wW]e[cC]hat)"
+# English calls to action count only right before a link (or a redacted one): without it,
+# 'click here', 'buy now' are what customers write ("I could not buy now, site kept crashing").
+_BEFORE_LINK = rf"\s*[:：\-–>»]*\s*(?:(?i:{_LINK})|{_KEEP_PLACEHOLDER})"
 
 # Advertising / spam boilerplate. Each entry: (what it is, RE2 pattern, example it removes).
-# Only the promotional phrase (plus the contact id / code right after it) is removed, never
-# the rest of the sentence: a review that says "在淘宝店铺买的" keeps its words.
+# Only the promotional phrase (plus the contact id / code / link right after it) is removed,
+# never the rest of the sentence: a review that says "在淘宝店铺买的" keeps its words, and so
+# do phrases customers write ("加VIP", "联系vivo客服", "DM me", "follow me"): a pattern needs
+# an actual id, a bracketed shop name, a link or a network name to count as an ad.
 AD_PATTERNS: tuple[tuple[str, str, str], ...] = (
     (
-        "add me on WeChat/QQ (+ id)",
-        r"(?:加|添加|加我|联系)\s*(?:微信|薇信|威信|徽信|[vV]信|[vV][xX]|[wW][xX]|[wW]eixin|[wW]e[cC]hat|[vV]|QQ|qq|扣扣)"
-        r"(?:号|群号?)?\s*[:：]?\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})?",
-        "加微信 abc123 / 加V / 加QQ 12345678",
+        "add me on WeChat/QQ + id",
+        r"(?:加|添加|加我|联系)\s*(?:"
+        rf"(?:{_WECHAT}|QQ|qq|扣扣)(?:号|群号?)?\s*[:：]?\s*{_CONTACT_ID}"
+        r"|[vV](?:\s*[:：]\s*|\s+)[A-Za-z][A-Za-z0-9_\-]{4,19}"  # bare V + letter id: separated
+        r"|[vV]\s*[:：]?\s*[0-9]{5,12}"
+        rf"|(?:{_WECHAT}|QQ|qq|扣扣|[vV])(?:号|群号?)?\s*[:：]?\s*{_KEEP_PLACEHOLDER}"
+        r")",
+        "加微信 abc123 / 加V abc12345 / 加V:12345678 / 加QQ 12345678",
     ),
     (
-        "+V / +微信 shorthand (+ id)",
-        r"\+(?:微信|[vV]信|[vV][xX]|[wW][xX]|V)\s*[:：]?\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})?",
+        "+V / +微信 shorthand + id",
+        r"\+(?:"
+        r"(?:微信|[vV]信|[vV][xX]|[wW][xX])\s*[:：]?\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})"
+        r"|V(?:\s*[:：]\s*|\s+)[A-Za-z][A-Za-z0-9_\-]{4,19}"
+        r"|V\s*[:：]?\s*[0-9]{5,12}"
+        rf"|(?:微信|[vV]信|[vV][xX]|[wW][xX]|V)\s*[:：]?\s*{_KEEP_PLACEHOLDER}"
+        r")",
         "+V abc123",
     ),
     (
         "WeChat id with colon",
-        r"(?:微信|[vV]信|[wW]e[cC]hat)(?:号|ID|id)?\s*[:：]\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})",
+        rf"(?:微信|[vV]信|[wW]e[cC]hat)(?:号|ID|id)?\s*[:：]\s*(?:{_CONTACT_ID}|{_KEEP_PLACEHOLDER})",
         "微信：abc123",
     ),
     (
         "QQ group / QQ number",
-        r"(?:QQ|qq|扣扣)(?:群号?|号)\s*[:：]?\s*[0-9]{0,12}|(?:QQ|qq|扣扣)\s*[:：]\s*[0-9]{5,12}",
+        rf"(?:QQ|qq|扣扣)(?:(?:群号?|号)\s*[:：]?|\s*[:：])\s*(?:[0-9]{{5,12}}|{_KEEP_PLACEHOLDER})",
         "QQ群 123456 / QQ：12345678",
     ),
     (
@@ -142,30 +177,39 @@ AD_PATTERNS: tuple[tuple[str, str, str], ...] = (
         "点击链接",
     ),
     (
-        "shop names / search-our-shop lines (zh)",
-        r"(?:淘宝|天猫|京东|拼多多|微店|闲鱼|抖音)?(?:店铺|小店|网店)(?:名|名称|地址)?\s*[:：]\s*[^\s，。！？!?,;；]*"
-        r"|(?:淘宝|天猫|京东|拼多多)(?:搜索|搜)\s*[:：]?\s*[「【“\"《]?[^\s，。！？!?,;；」】”\"》]*[」】”\"》]?",
-        "淘宝店铺：小王数码 / 淘宝搜索【小王数码】",
+        "shop names / search-our-shop lines (zh): a bracketed name, or 'shop name:'",
+        r"(?:淘宝|天猫|京东|拼多多|微店|闲鱼|抖音)?(?:店铺|小店|网店)(?:名|名称|地址)?\s*[:：]?\s*[【「][^\s，。！？!?,;；」】]{1,30}[」】]"
+        r"|(?:淘宝|天猫|京东|拼多多|微店|闲鱼|抖音)?(?:店铺|小店|网店)(?:名|名称)\s*[:：]\s*[^\s，。！？!?,;；]{1,20}"
+        r"|(?:淘宝|天猫|京东|拼多多)(?:搜索|搜)\s*[:：]?\s*[【「][^\s，。！？!?,;；」】]{1,30}[」】]",
+        "淘宝店铺名：小王数码 / 淘宝店铺【小王数码】 / 淘宝搜索【小王数码】",
     ),
     (
         "follow our official account / scan the QR code / DM for coupons (zh)",
         r"(?:关注|搜索)(?:微信)?公众号(?:\s*[:：]\s*|\s*[「【“\"《])[^\s，。！？!?,;；」】”\"》]*[」】”\"》]?"
         r"|扫(?:描)?(?:二维)?码(?:关注|加群|加好友|领取|下单)"
         r"|私信(?:我|小编|客服)?(?:领取|获取|购买)"
-        r"|(?:进群|加群)(?:领取|有)(?:福利|优惠券?|红包)?"
+        r"|(?:进群|加群)(?:领取?|有|送|抢)(?:福利|优惠券?|红包)"
         r"|(?:优惠码|优惠券码|邀请码|推荐码|券码)\s*[:：]?\s*[A-Za-z0-9_\-]{3,20}",
-        "关注公众号：好物推荐 / 扫码关注 / 私信领取 / 优惠码 SAVE20",
+        "关注公众号：好物推荐 / 扫码关注 / 私信领取 / 进群领福利 / 优惠码 SAVE20",
     ),
-    ("click here (en)", r"\b(?i:click)\s+(?i:here|the\s+link|this\s+link|on\s+the\s+link|link\s+below)\b", "click here"),
-    ("buy/order/shop now (en)", r"\b(?i:buy\s+now|order\s+now|shop\s+now)\b", "buy now"),
+    (
+        "click here + link (en)",
+        rf"\b(?i:click)\s+(?i:here|the\s+link|this\s+link|on\s+the\s+link|link\s+below){_BEFORE_LINK}",
+        "click here: https://shop.example.com/deal",
+    ),
+    (
+        "buy/order/shop now + link (en)",
+        rf"\b(?i:buy|order|shop)\s+(?i:now)(?:\s+(?i:at|on|via|here))?{_BEFORE_LINK}",
+        "buy now https://shop.example.com/p/1",
+    ),
     (
         "promo code XXX (en; the code must be upper-case/digits)",
         r"\b(?i:promo|coupon|discount|voucher|referral|invite)\s*(?i:code)\s*[:：]?\s*[A-Z0-9][A-Z0-9_\-]{2,19}\b",
         "promo code SAVE20",
     ),
     (
-        "follow me/us (on <network>) (@handle)",
-        r"\b(?i:follow\s+(?:me|us))(?:\s+(?i:on)\s+(?i:instagram|ig|insta|tiktok|twitter|facebook|fb|youtube|weibo|douyin|xiaohongshu|x)\b)?(?:\s*@[A-Za-z0-9_.]{2,30})?",
+        "follow me/us on <network> (@handle) (en)",
+        r"\b(?i:follow\s+(?:me|us)\s+on\s+(?:instagram|ig|insta|tiktok|twitter|facebook|fb|youtube|weibo|douyin|xiaohongshu|x))\b(?:\s*@[A-Za-z0-9_.]{2,30})?",
         "follow me on instagram @bob",
     ),
     (
@@ -174,12 +218,45 @@ AD_PATTERNS: tuple[tuple[str, str, str], ...] = (
         "visit our store",
     ),
     (
-        "subscribe / DM me (en)",
-        r"\b(?i:subscribe\s+to\s+(?:my|our)\s+(?:channel|youtube|newsletter)|dm\s+me|whatsapp\s+me|message\s+me\s+on\s+(?:whatsapp|telegram|wechat))\b",
-        "subscribe to my channel / DM me",
+        "subscribe / message me on WhatsApp/Telegram/WeChat (en)",
+        r"\b(?i:subscribe\s+to\s+(?:my|our)\s+(?:channel|youtube|newsletter)|(?:dm|message|text|whatsapp)\s+me\s+on\s+(?:whatsapp|telegram|wechat))\b",
+        "subscribe to my channel / message me on whatsapp",
+    ),
+    (
+        "Amazon review-widget tail (en)",
+        r"(?i:(?:[0-9][0-9,]*\s+of\s+)?[0-9][0-9,]*\s+(?:people|person)\s+found\s+this\s+helpful\.?\s*"
+        r"was\s+this\s+review\s+helpful\s+to\s+you\??\s*yes\s*no)"
+        r"(?:\s*An\s+Amazon\.com\s+official\s+commented\s+on\s+this\s+review\b)?",
+        "11,064 people found this helpful. Was this review helpful to you Yes No",
     ),
 )
 AD_RE = "|".join(f"(?:{p})" for _, p, _ in AD_PATTERNS)
+
+
+def _capturing_groups(pattern: str) -> int:
+    """Number of capturing groups in an RE2 pattern (escapes and classes skipped)."""
+    n, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(" and not pattern.startswith("(?", i):
+            n += 1
+        i += 1
+    return n
+
+
+# Every capturing group of AD_RE is a kept placeholder (LINK_RE has none), so the replacement
+# writes back whichever one took part in the match (the others are empty); RE2 rewrites
+# know \1..\9 only.
+_AD_GROUPS = _capturing_groups(AD_RE)
+assert _capturing_groups(LINK_RE) == 0 and _AD_GROUPS <= 9, _AD_GROUPS
+AD_REPLACEMENT = "".join(f"\\{i}" for i in range(1, _AD_GROUPS + 1))
 
 # --------------------------------------------------------------------------------------
 # Byte-level helpers
@@ -330,7 +407,7 @@ _LINKS_AND_ADS_RE = f"{LINK_RE}|{AD_RE}"
 
 
 def _strip_links_and_ads(a: pa.Array) -> pa.Array:
-    return pc.replace_substring_regex(a, _LINKS_AND_ADS_RE, "")
+    return pc.replace_substring_regex(a, _LINKS_AND_ADS_RE, AD_REPLACEMENT)
 
 
 def _strip_links(a: pa.Array) -> pa.Array:
@@ -338,7 +415,7 @@ def _strip_links(a: pa.Array) -> pa.Array:
 
 
 def _strip_ads(a: pa.Array) -> pa.Array:
-    return pc.replace_substring_regex(a, AD_RE, "")
+    return pc.replace_substring_regex(a, AD_RE, AD_REPLACEMENT)
 
 
 # --------------------------------------------------------------------------------------
@@ -365,6 +442,12 @@ def _process(sub: pa.Array, f: dict[str, np.ndarray], redact: bool):
     if redact:
         sub, counts, row_counts, ch = redact_core(sub, f)
         touched |= ch
+        if ch.any():
+            # an ad phrase may now stand before a placeholder ('加微信 [PHONE]') where the
+            # raw text did not match ('加微信 138-0013-8000'): keep the ads mask a superset
+            idx = np.flatnonzero(ch & ~f["ads"])
+            if idx.size:
+                f["ads"][idx] = _np_bool(pc.match_substring_regex(sub.take(pa.array(idx)), AD_RE))
     # one pass when rows need both (big batches), else only the pattern that is needed
     if f["url"].any() and f["ads"].any():
         sub, ch = apply_masked(sub, f["url"] | f["ads"], _strip_links_and_ads)
@@ -458,16 +541,45 @@ def clean_and_redact_many(columns: list) -> list[RedactionResult]:
 
 _DEDUP_DROP_RE = r"[\p{P}\s\x0B\x{85}\p{Z}\x{FE00}-\x{FE0F}\x{200B}-\x{200D}\x{2060}\x{FEFF}]+"
 
+# ASCII emoticons carry the sentiment of many short reviews ('Great flight :)' vs ':('): in the
+# dedup key they become fixed emoji (so ':)' and ':-)' collide, and '<3' with '❤️'), instead
+# of being dropped with the other punctuation. (pattern, emoji); the group is the character
+# after the emoticon, written back ('<30 min' and ':Done' hold no emoticon). Order matters.
+DEDUP_EMOTICONS: tuple[tuple[str, str], ...] = (
+    (r"</3($|[^0-9])", "\U0001F494"),  # 💔
+    (r"<3($|[^0-9])", "\u2764"),  # ❤
+    (r":-?\)()", "\U0001F642"),  # 🙂
+    (r":-?\(()", "\U0001F641"),  # 🙁
+    (r";-?\)()", "\U0001F609"),  # 😉
+    (r":-?[Dd]($|[^A-Za-z0-9])", "\U0001F600"),  # 😀
+    (r":-?[Pp]($|[^A-Za-z0-9])", "\U0001F61B"),  # 😛
+)
+_EMOTICON_ANY_RE = "|".join(p for p, _ in DEDUP_EMOTICONS)
+
 
 def normalize_for_dedup(texts) -> pa.Array:
     """Key for near-duplicate detection: full-width folded, lower-cased, without punctuation
     (all ASCII punctuation/symbols and Unicode \\p{P}), whitespace, zero-width characters and
-    emoji variation selectors (so '👍🏻' vs '👍🏻️' and 'Great!!' vs 'great' collide)."""
+    emoji variation selectors (so '👍🏻' vs '👍🏻️' and 'Great!!' vs 'great' collide). ASCII
+    emoticons (:) :( :-( :D ;) <3 </3 :P) are kept as fixed emoji (:data:`DEDUP_EMOTICONS`),
+    so 'Great flight :)' and 'Great flight :(' do not collide."""
     return map_chunks(as_string_array(texts), _dedup_chunk)
 
 
+def _emoticons_to_emoji(a: pa.Array) -> pa.Array:
+    for pattern, emoji in DEDUP_EMOTICONS:
+        a = pc.replace_substring_regex(a, pattern, emoji + r"\1")
+    return a
+
+
 def _dedup_chunk(arr: pa.Array) -> pa.Array:
-    arr = pc.utf8_lower(fold_fullwidth(arr))
+    arr = fold_fullwidth(arr)
+    off, data = np_views(arr)
+    maybe = row_any((data == 0x3A) | (data == 0x3B) | (data == 0x3C), off) & valid_mask(arr)  # : ; <
+    if maybe.any():
+        maybe[maybe] = _np_bool(pc.match_substring_regex(arr.filter(pa.array(maybe)), _EMOTICON_ANY_RE))
+        arr, _ = apply_masked(arr, maybe, _emoticons_to_emoji, exact=True)
+    arr = pc.utf8_lower(arr)
     off, data = np_views(arr)
     lo = data | np.uint8(0x20)
     alnum = ((lo - np.uint8(0x61)) < 26) | ((data - np.uint8(0x30)) < 10)

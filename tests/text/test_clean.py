@@ -40,14 +40,18 @@ CLEAN_CASES = [
     ("(https://example.com/a)", "()"),
     # advertising boilerplate, zh + en
     ("质量很好 加微信 abc12345 了解详情", "质量很好 了解详情"),
-    ("加V 便宜卖", "便宜卖"),
+    ("加V abc12345 便宜卖", "便宜卖"),
+    ("加V:12345678 便宜卖", "便宜卖"),
     ("+V abc12345 代购", "代购"),
     ("微信：wx_shop888 欢迎咨询", "欢迎咨询"),
     ("QQ群 123456789 交流", "交流"),
     ("点击链接领取优惠", "优惠"),
-    ("淘宝店铺：小王数码 欢迎光临", "欢迎光临"),
+    ("淘宝店铺名：小王数码 欢迎光临", "欢迎光临"),
+    ("淘宝店铺【小王数码】欢迎光临", "欢迎光临"),
+    ("进群领福利 速来", "速来"),
     ("在淘宝店铺买的，质量很好", "在淘宝店铺买的,质量很好"),  # a review mentioning a shop stays
-    ("great, click here to buy now!", "great, to !"),
+    ("great deal, click here: https://shop.example.com/d now!", "great deal, now!"),
+    ("Buy now at www.shop.example.com!", "!"),
     ("use promo code SAVE20 at checkout", "use at checkout"),
     ("the discount code didn't work", "the discount code didn't work"),
     ("follow me on instagram @bob_shop for more", "for more"),
@@ -100,7 +104,9 @@ REDACT_CASES = [
     ("follow me on instagram https://instagram.com/bob", "[URL]", {"URL": 1}),
     ("<a href='https://t.me/bob'>me</a> <b>a@b.com</b>", "me [EMAIL]", {"EMAIL": 1}),
     ("card&nbsp;4111&nbsp;1111&nbsp;1111&nbsp;1111", "card [CARD]", {"CARD": 1}),
-    ("click here: https://example.com/user/bob.", ": [URL].", {"URL": 1}),  # ad phrase only
+    ("click here: https://example.com/user/bob.", "[URL].", {"URL": 1}),  # ad phrase, URL kept
+    # the phone is no ad id before redaction ('138-0013-8000'), the placeholder is after it
+    ("加微信 138-0013-8000 了解", "[PHONE] 了解", {"PHONE": 1}),
     ("already [EMAIL] here", "already [EMAIL] here", {}),
     ("ip 192.168.0.1\u200b and id 11010519491231002X", "ip [IP] and id [CN_ID]", {"IP": 1, "CN_ID": 1}),
     ("SKU-88213 ¥299 x3 2024-03-15", "SKU-88213 ¥299 x3 2024-03-15", {}),
@@ -120,6 +126,93 @@ def test_documented_ad_examples_are_removed(pattern):
     _, _, examples = pattern
     for example in examples.split(" / "):
         assert clean_text(pa.array([f"很好 {example} 谢谢"])).to_pylist() == ["很好 谢谢"], example
+
+
+# Customer text that looks like ad wording (from the airline tweets and the shop/waimai reviews):
+# without an id, a link, a bracketed shop name or a network name it is no ad and stays whole.
+CUSTOMER_TEXT_KEPT = [
+    "@united someone needs to DM me and resolve this",
+    "please dm me",
+    "I could not buy now, site kept crashing",
+    "@united follow me please this airline is beautiful",
+    "@united you have to follow me in order for me to DM...come on now",
+    "Follow us back so we can DM you",
+    "whatsapp me the details",
+    "great, click here to buy now!",
+    "@SouthwestAir app error - says click here, can't click not hyperlinked",
+    "the discount code didn't work",
+    "网上没有结尾或者加VIP的小说多了去了",
+    "还要加我微信给我转红包!",
+    "语音提示加微信查询",
+    "小店:东西不错",
+    "联系vivo客服",
+    "加群有什么用",
+    "在淘宝店铺买的",
+    "京东搜索“手机壳”就有",
+]
+
+
+@pytest.mark.parametrize("text", CUSTOMER_TEXT_KEPT)
+def test_customer_text_is_not_taken_for_an_ad(text):
+    assert clean_text(pa.array([text])).to_pylist() == [text]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("添加电邮地址和QQ号；查找联系人也比较方便", "添加电邮地址和QQ号;查找联系人也比较方便"),  # QQ号 without a number
+        ("每次在京东搜索物品，其他地方都是相关广告", "每次在京东搜索物品,其他地方都是相关广告"),
+        ("联系QQ客服，加qq群", "联系QQ客服,加qq群"),
+    ],
+)
+def test_chinese_ad_words_without_an_id_are_kept(text, expected):
+    assert clean_text(pa.array([text])).to_pylist() == [expected]
+
+
+LINK_CASES = [
+    # Weibo exports write the scheme without '//'; the check-in '我在:' goes with its link
+    ("期待exo 我在:http:t.cn/zl7Xr4E", "期待exo"),
+    ("作为孩子们的伙伴 http:t.cn/zW1ZGlV蒙牛", "作为孩子们的伙伴 蒙牛"),
+    ("详见:http:t.cn/zjZQj5x", "详见:"),
+    ("喜欢 我在#西安翻译学院# http:t.cn/zld4qiy", "喜欢 我在#西安翻译学院#"),  # a place stays
+    ("(来自-http:/t.cn/zlsU6Yh", "(来自-"),
+    # bare short links with a path
+    ("see t.cn/zl7Xr4E ok", "see ok"),
+    ("deal bit.ly/3xYz9 and dwz.cn/abc and url.cn/5x and t.co/IH5w9nfKz2", "deal and and and"),
+    # no path, or a longer host name: not a short link
+    ("用t.cn缩短", "用t.cn缩短"),
+    ("chat.com/x stays", "chat.com/x stays"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LINK_CASES)
+def test_links_without_double_slash(text, expected):
+    assert clean_text(pa.array([text])).to_pylist() == [expected]
+    assert clean_and_redact(pa.array([text])).text.to_pylist() == [expected]
+
+
+def test_amazon_widget_tail_is_dropped():
+    titles = [
+        "Great device for reading. 8 people found this helpful. Was this review helpful to you Yes No",
+        "Kindle vs. Nook (updated) 31,840 of 32,278 people found this helpful. Was this review helpful to you Yes No",
+        "I like it Amazon...But this is IMPORTANT 5,861 people found this helpful. Was this review helpful "
+        "to you Yes No An Amazon.com official commented on this review",
+        "Was this review helpful? I found this helpful, yes",
+    ]
+    assert clean_text(pa.array(titles)).to_pylist() == [
+        "Great device for reading.",
+        "Kindle vs. Nook (updated)",
+        "I like it Amazon...But this is IMPORTANT",
+        "Was this review helpful? I found this helpful, yes",
+    ]
+
+
+def test_link_and_ad_results_do_not_depend_on_the_batch():
+    """A row's cleaning must not depend on its neighbours (the url/ads masks pick the regex)."""
+    rows = ["see t.cn/zl7Xr4E ok", "期待 我在:http:t.cn/zl7Xr4E", "加微信 138-0013-8000 了解", "加V abc12345", "plain"]
+    alone = [clean_and_redact(pa.array([r])).text.to_pylist()[0] for r in rows]
+    assert clean_and_redact(pa.array(rows)).text.to_pylist() == alone
+    assert alone == ["see ok", "期待", "[PHONE] 了解", "", "plain"]
 
 
 def test_nulls_length_types_and_inputs():
@@ -200,6 +293,21 @@ def test_normalize_for_dedup():
     assert out[6] == "abc"
     assert out[7] == "émile"
     assert normalize_for_dedup(pa.array([f"{FAMILY}!"])).to_pylist() == ["👨👩👧"]
+
+
+def test_dedup_key_keeps_emoticons():
+    texts = [
+        "Great flight :)", "Great flight :(", "great flight :-)", "GREAT flight!! :)))", "Great flight :-(",
+        "Great flight", "I <3 it", "I ❤️ it", "I </3 it", "so good :D", "so good :P", "so good ;)",
+        "wait <30 min", "wait 30 min", "Note:Done", "note done", "很好：）", "很好 :)",
+    ]  # fmt: skip
+    k = normalize_for_dedup(pa.array(texts)).to_pylist()
+    assert k[0] == k[2] == k[3] != k[1] == k[4]  # ':)' and ':(' no longer collide
+    assert len({k[0], k[1], k[5]}) == 3
+    assert k[6] == k[7] != k[8]  # '<3' is the heart emoji
+    assert len({k[9], k[10], k[11], k[0].replace("greatflight", "sogood")}) == 4
+    assert k[12] == k[13] and k[14] == k[15]  # '<30' and ':Done' hold no emoticon
+    assert k[16] == k[17]
 
 
 def test_threads_and_many_columns_give_the_sequential_result(monkeypatch):

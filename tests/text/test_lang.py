@@ -55,7 +55,31 @@ CASES = [
     ("好 good", "en"),  # 2.5 < 4
     ("质量 quality", "en"),  # 5 < 7
     ("质量很好 quality", "zh"),  # 10 > 7
-    ("买了iPhone 15 Pro Max，很好", "en"),  # 3 Han = 7.5 < 14 Latin letters
+    # ... but capitalised/alphanumeric Latin tokens in CJK text are product names, not words
+    ("买了iPhone 15 Pro Max，很好", "zh"),
+    ("iPhone XS Max好用", "zh"),
+    ("华为Mate 20 Pro很好用", "zh"),
+    ("good price, good quality 好", "en"),  # lower-case words still count
+    # kaomoji built from kana marks are not Japanese
+    ("不好用,洗头发后好多白色的块快……ヾ(@⌒ー⌒@)ノ", "zh"),
+    ("好(?▽?)好ヾ ^_^?好ヾ ^_^?好ヾ ^_^?", "zh"),
+    ("コーヒーが好き", "other"),  # real Japanese still is
+    # English tweets with capitals, places and loan words that are foreign words elsewhere
+    ("@united #worst2unitedflightsever UA1429 IAD to LAS 2/19 mechanical problems", "en"),
+    ("@SouthwestAir An Oscar-worthy entrance into LA.", "en"),
+    ("@AmericanAir two were non revs, right?", "en"),
+    ("@united well played, ^LO.", "en"),
+    ("@united is hiring - Flight Dispatcher - Chicago, IL (Network Operations Center)", "en"),
+    ('@JetBlue Flight 1133 (N353JB) "Blue La La" departs @mco enroute to San Juan', "en"),
+    ("um wut “@JetBlue: Our fleet's on fleek. ”", "en"),
+    ("@SouthwestAir El Paso deals....May❤❤❤", "en"),  # one foreign word is no evidence
+    ("iah to charlotte. #customerservice non existent", "en"),
+    ("No food. No lounge. No Bueno!! Never again!!!", "en"),  # 1:1 tie -> en
+    ("Ordered from amazon.com, mit Rabatt", "en"),
+    # ... while foreign reviews with capitals or short words stay foreign
+    ("LA QUALITÉ EST TRÈS BONNE", "other"),
+    ("Trs heureux que les livres soient sur Icloud, c'est bien de pouvoir retrouver mes livres", "other"),
+    ("Es ist sehr gut", "other"),
 ]
 
 
@@ -89,9 +113,15 @@ def test_chunked_processing_matches(monkeypatch):
     assert detect_language(pa.array(texts)).equals(whole)
 
 
+def test_short_foreign_words_in_capitals_are_ignored():
+    # 'EL' / 'DE' in capitals are codes, 'El' / 'De' / 'el' / 'de' are words
+    assert detect_language(pa.array(["EL DE flight", "El de flight"])).to_pylist() == ["en", "other"]
+
+
 def test_script_counts():
-    c = script_counts(pa.array(["abc 很好 é ドイツ Ωщ 한국", "", None]))
+    c = script_counts(pa.array(["abc 很好 é ドイツ Ωщ 한국", "", None, "ヾ(@⌒ー⌒@)ノ・ゝ コーヒー"]))
     assert c["latin"].tolist()[:2] == [3, 0]
+    assert c["kana"].tolist()[3] == 2  # コ ヒ: ー, ノ and the kaomoji marks are no letters
     assert c["latin_ext"].tolist()[0] == 1
     assert c["han"].tolist()[0] == 2
     assert c["kana"].tolist()[0] == 3
