@@ -36,7 +36,16 @@ import pyarrow.parquet as pq
 
 from fbk_tasks.ingest.mapping import SourceMapping, choose_mapping, load_mappings
 from fbk_tasks.ingest.readers import FileRejected, read_file
-from fbk_tasks.ingest.transform import REASONS, Canonical, mark_duplicates, raw_records, remember_curated, to_canonical
+from fbk_tasks.ingest.transform import (
+    REASONS,
+    Canonical,
+    malformed_records,
+    mark_duplicates,
+    raw_records,
+    redact_raw_values,
+    remember_curated,
+    to_canonical,
+)
 from fbk_tasks.ingest.validate import BatchRejected, run_gate, validation_frame
 from fbk_tasks.io import atomic
 from fbk_tasks.io.locks import exclusive_lock
@@ -383,7 +392,7 @@ def _malformed_rows(canon: Canonical, mapping: SourceMapping, source_file: str, 
             "source_file": source_file,
             "row_number": [num if num > 0 else None for num, _, _ in canon.malformed],
             "ds": ds,
-            "raw_record": [json.dumps({"_raw_line": raw, "_parser": why}, ensure_ascii=False) for _, raw, why in canon.malformed],
+            "raw_record": malformed_records(canon.malformed),  # PII redacted
             "language": "other",
         }
     )
@@ -414,6 +423,9 @@ def _quarantine_table(frame: pd.DataFrame, reasons: pd.Series, raw: list[str]) -
         out[c] = col.astype(object).where(col.notna(), None).map(lambda v: None if v is None else str(v))
     for col, src in RAW_VALUE_COLUMNS.items():
         out[col] = frame[src].where(frame[src].notna(), None) if src in frame else None
+    # values as the source wrote them (an invalid label is kept as written, too): PII redacted
+    for col in (*RAW_VALUE_COLUMNS, "label"):
+        out[col] = redact_raw_values(out[col].astype(object).where(out[col].notna(), None)).to_pylist()
     out["row_number"] = frame["row_number"].astype("Int64")
     out["reason"] = reasons
     out["raw_record"] = raw
@@ -489,7 +501,7 @@ def ingest_file(
     if quarantined.any():
         positions = np.flatnonzero(quarantined)
         parsed = positions[positions < canon.source.num_rows]
-        raw = raw_records(canon.source, parsed)
+        raw = raw_records(canon.source, parsed)  # mapped columns only, PII redacted
         if len(positions) > len(parsed):  # malformed rows, appended after the parsed ones
             raw += list(canon.frame["raw_record"].iloc[positions[len(parsed):]])
         wanted = [c for c in (*QUARANTINE_STR_COLUMNS, *RAW_VALUE_COLUMNS.values(), "row_number") if c in canon.frame]

@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 from fbk_tasks.ingest.mapping import SourceMapping
 from fbk_tasks.ingest.readers import ROW_NUMBER, FileRejected, ReadResult
 from fbk_tasks.settings import IngestSettings
-from fbk_tasks.text.clean import clean_and_redact_many, normalize_for_dedup
+from fbk_tasks.text.clean import clean_and_redact, clean_and_redact_many, normalize_for_dedup
 from fbk_tasks.text.lang import detect_language
-from fbk_tasks.text.pii import PII_TYPES
+from fbk_tasks.text.pii import PII_TYPES, as_string_array, redact_pii
 
 # Row-level reasons, in the order they are listed in `reason`.
 REASONS = (
@@ -47,7 +47,9 @@ class Canonical:
     """A file mapped to canonical columns, with one boolean mask per reason."""
 
     frame: pd.DataFrame  # canonical columns + row_number + raw values + dedup_key
-    source: pa.Table | None = None  # the file as read, for the quarantine's raw_record
+    # the columns the mapping reads, as read (no other column: see record_columns), for the
+    # quarantine's raw_record
+    source: pa.Table | None = None
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     pii_counts: dict[str, int] = field(default_factory=dict)
     malformed: list[tuple[int, str, str]] = field(default_factory=list)
@@ -299,16 +301,57 @@ def to_canonical(
     frame["dedup_key"] = _str_series(pc.binary_join_element_wise(product_key.cast(norm.type), norm, "\x1f"))
     for k in PII_TYPES:
         pii.setdefault(k, 0)
-    return Canonical(frame=frame, source=table, masks=masks, pii_counts=pii, malformed=list(read.malformed))
+    source = table.select([*record_columns(mapping, table), ROW_NUMBER])
+    return Canonical(frame=frame, source=source, masks=masks, pii_counts=pii, malformed=list(read.malformed))
+
+
+def record_columns(mapping: SourceMapping, table: pa.Table) -> list[str]:
+    """The source columns the mapping reads (mapped to a canonical field, the label and its
+    confidence), in the file's order: all a quarantined row's raw_record may show. The others
+    (a tweeter's name, location, time zone, GPS coordinates, a reviewer's user name) are never
+    stored: the mapping does not use them, and nothing redacts them."""
+    used = set(mapping.source_columns().values()) | {c for c in (mapping.label_column, mapping.label_confidence_column) if c}
+    return [c for c in table.column_names if c in used and c != ROW_NUMBER]
+
+
+def redact_raw_values(values) -> pa.Array:
+    """Values as written with their PII redacted exactly as the text's is (``[EMAIL]``,
+    ``[PHONE]`` ...), but nothing else changed: no HTML, link or ad cleaning, so the quarantine
+    still shows what was wrong with a row (a rating 'five' stays 'five'). A value whose PII the
+    text's cleaning would reveal first (an e-mail written ``john&#64;x.com``, a phone in
+    full-width digits or split by invisible characters) is stored cleaned and redacted instead,
+    so that no PII the curated text hides is left readable in the quarantine."""
+    arr = as_string_array(values)
+    if not len(arr):
+        return arr
+    red = redact_pii(arr).text
+    hidden = np.asarray(clean_and_redact(red).row_counts.to_numpy(zero_copy_only=False)) > 0
+    if hidden.any():
+        idx = pa.array(np.flatnonzero(hidden))
+        cleaned = clean_and_redact(arr.take(idx)).text
+        red = pc.replace_with_mask(red, pa.array(hidden), cleaned.cast(red.type))
+    return red
 
 
 def raw_records(table: pa.Table, rows: np.ndarray) -> list[str]:
-    """JSON of the source columns as read, for the given row positions (quarantined rows only:
-    serialising every row would cost more than the rest of the cleaning)."""
+    """JSON of the source columns as read, PII redacted (:func:`redact_raw_values`), for the
+    given row positions (quarantined rows only: serialising every row would cost more than the
+    rest of the cleaning). ``table`` is :attr:`Canonical.source`: the mapped columns only."""
     cols = [c for c in table.column_names if c != ROW_NUMBER]
     sub = table.take(pa.array(rows, pa.int64())) if len(rows) else table.slice(0, 0)
-    values = [sub[c].to_pylist() for c in cols]
+    values = [redact_raw_values(sub[c]).to_pylist() for c in cols]
     return [json.dumps(dict(zip(cols, row)), ensure_ascii=False) for row in zip(*values)] if cols else ["{}"] * len(rows)
+
+
+def malformed_records(malformed: list[tuple[int, str, str]]) -> list[str]:
+    """raw_record of rows the parser could not split: the line as read and the parser's
+    message, PII redacted (:func:`redact_raw_values`). The line cannot be cut into columns, so
+    it keeps its unmapped fields (their PII redacted): what a person needs to see the fault."""
+    if not malformed:
+        return []
+    lines = redact_raw_values(pa.array([raw for _, raw, _ in malformed], pa.string())).to_pylist()
+    why = redact_raw_values(pa.array([w for _, _, w in malformed], pa.string())).to_pylist()
+    return [json.dumps({"_raw_line": raw, "_parser": w}, ensure_ascii=False) for raw, w in zip(lines, why, strict=True)]
 
 
 def mark_duplicates(canon: Canonical, seen_ids: set[str], seen_keys: set[str]) -> None:

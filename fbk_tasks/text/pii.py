@@ -15,11 +15,25 @@ Replacement order (each type sees the output of the previous ones):
              ``facebook.com/<name>``, ``t.me/<name>``, ``weibo.com/...`` ...) — first, because
              such URLs contain digits and ``@`` that later patterns would chew on.
 2. ``EMAIL`` also ``name(at)host.com`` / ``name [at] host [dot] com``.
-3. ``CN_ID`` then ``CARD`` — checksum-validated (Python, candidate rows only).
-4. ``IP``    IPv4 (each octet 0-255) and full or ``::``-compressed IPv6.
-5. ``PHONE`` ``+CC`` international forms, NANP ``(415) 555-0100`` / ``415-555-0100``,
-             mainland mobiles ``1[3-9]xxxxxxxxx`` (with/without ``+86``/``0086``, spaces,
-             dashes) and mainland landlines ``010-12345678``.
+3. ``BOOKING`` airline booking references after a keyword: 6-character record locators
+             after conf / confirmation / PNR / (record) locator / reservation / res# /
+             record# (``confirmation # G8CVWJ``, ``PNR A3ZZ0F``; letters and digits, or six
+             capitals), and 13-digit e-ticket numbers after ticket / e-ticket / those
+             keywords (``ticket # 0162424965446``). The keyword is kept (``conf # [BOOKING]``);
+             a list of codes (``MQXC64 & MPWNC2``) gives one placeholder per code. A
+             2-character airline designator plus 4 digits (``UA1429``, ``B61234``) is a flight
+             number, never a booking code.
+4. ``CN_ID`` then ``CARD`` — checksum-validated (Python, candidate rows only).
+5. ``IP``    IPv4 (each octet 0-255) and full or ``::``-compressed IPv6; a compressed form
+             needs 3+ groups or a hex letter, so a time typed with a doubled colon
+             (``12::30``, ``00：:35``) is not an address.
+6. ``QQ``    QQ numbers and QQ group numbers with their keyword: ``qq42950063``,
+             ``我的QQ是284210953``, ``扣扣号：12345``, ``加QQ群 123456``, ``加群8757013``
+             (the keyword, and a leading ``加``/``添加``, are part of the placeholder).
+7. ``PHONE`` ``+CC`` international forms with 7+ digits (``+4000元`` is a price),
+             NANP ``(415) 555-0100`` / ``415-555-0100``, mainland mobiles
+             ``1[3-9]xxxxxxxxx`` (with/without ``+86``/``0086``, spaces, dashes) and
+             mainland landlines ``010-12345678``.
 
 Counts are taken as "placeholders after minus placeholders before" per row, so a review
 that already contains the literal text ``[EMAIL]`` is not counted twice.
@@ -32,11 +46,16 @@ separators (kept: they are usually order numbers), 15-digit first-generation Chi
 ``_card_brand``, IPv6 forms like ``::1`` and IPv4-mapped IPv6, digits written in full-width
 or Chinese numerals (``clean_and_redact`` folds full-width digits first), person URLs on
 hosts not listed and without a person-like path/query, phone numbers with fewer than 7
-digits, a card directly followed by another group of 4+ digits ("4111 1111 1111 1111 2024"
-is read as one 20-digit number).
+digits (and ``+CC`` numbers whose national part has fewer than 6), a card directly followed
+by another group of 4+ digits ("4111 1111 1111 1111 2024" is read as one 20-digit number),
+booking codes without one of the keywords, six capitals after a keyword written in capitals
+without ``#``/``:``/``number`` ("CONF ABCDEF"), all-digit locators, frequent-flyer and
+loyalty numbers ("SWRR# 298033455"), QQ numbers without the word QQ/扣扣/加群, names.
 
 Over-redaction (by design or accepted): an 11-digit number ``1[3-9]\\d{9}`` standing alone is
-always a mobile number; 4-part version strings ("1.2.3.4") look like IPv4; a sentence glued
+always a mobile number; six capitals right after a booking keyword ("reservation is
+BROKEN") read as a record locator; 4-part version strings ("1.2.3.4") look like IPv4; a
+time with a doubled colon and 3+ groups ("12:30::45") looks like IPv6; a sentence glued
 to an e-mail ("a@b.com.Thanks") loses the glued word; any first path segment on the social
 hosts in ``PERSON_HOSTS`` (facebook.com/<page>) counts as a person.
 
@@ -57,7 +76,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CN_ID", "CARD", "IP", "URL")
+# Order is the ledger's column order (pii_<type>); new types go at the end.
+PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CN_ID", "CARD", "IP", "URL", "QQ", "BOOKING")
 PLACEHOLDERS: dict[str, str] = {t: f"[{t}]" for t in PII_TYPES}
 
 
@@ -328,16 +348,19 @@ def pii_candidates(arr: pa.Array) -> dict[str, np.ndarray]:
 
     ``digit`` any digit, ``phone`` >= 7 digits, ``long`` >= 13 digits (checksum types),
     ``ip`` a digit followed by '.' and >= 4 digits, or >= 2 colons, ``at`` '@' or
-    '(at)'/'[at]', ``url`` '/' or 'www.'.
+    '(at)'/'[at]', ``url`` '/' or 'www.', ``qq`` >= 5 digits and 'qq' (any case), '扣扣' or
+    '加群', ``booking`` the start of a booking keyword (any case: 'conf', 'pnr', 'loc', 'res',
+    'rec', 'tick', 'tkt') or '[BOOKING]'.
     """
     off, data = np_views(arr)
     return _pii_candidates(arr, off, data, extra=[])[0]
 
 
 def _pii_candidates(
-    arr: pa.Array, off: np.ndarray, data: np.ndarray, extra: list[np.ndarray]
+    arr: pa.Array, off: np.ndarray, data: np.ndarray, extra: list[np.ndarray], keywords: bool = True
 ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-    """pii_candidates on precomputed views, plus ``row_any`` of the ``extra`` byte masks."""
+    """pii_candidates on precomputed views, plus ``row_any`` of the ``extra`` byte masks;
+    without ``qq`` and ``booking`` (the keyword scans) unless ``keywords``."""
     is_digit = (data - np.uint8(0x30)) < 10
     ndigits = row_sum(is_digit, off)
     digit = ndigits > 0
@@ -357,7 +380,28 @@ def _pii_candidates(
         "at": at & valid,
         "url": url & valid,
     }
+    if keywords:  # one RE2 pass (a DFA over the buffer) costs less than a numpy scan per word
+        cand["qq"] = _match_rows(arr, (ndigits >= 5) & valid, QQ_CANDIDATE_RE)
+        cand["booking"] = _match_rows(arr, valid, BOOKING_CANDIDATE_RE)
     return cand, extra_rows
+
+
+# Rows QQ_RE / BOOKING_RE may match hold one of these (every alternative starts with one).
+QQ_CANDIDATE_RE = r"(?i:qq)|扣扣|加群"
+BOOKING_CANDIDATE_RE = r"(?i:conf|pnr|loc|res|rec|tick|tkt)|\[BOOKING\]"
+
+
+def _match_rows(arr: pa.Array, mask: np.ndarray, pattern: str) -> np.ndarray:
+    """``mask`` narrowed to the rows that match ``pattern`` (run on those rows only)."""
+    count = int(mask.sum())
+    if count == 0:
+        return mask
+    if count > 0.6 * len(arr):
+        return mask & _np_bool(pc.match_substring_regex(arr, pattern))
+    idx = np.flatnonzero(mask)
+    out = np.zeros(len(arr), bool)
+    out[idx] = _np_bool(pc.match_substring_regex(arr.take(pa.array(idx)), pattern))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -414,7 +458,16 @@ EMAIL_RE = (
 # a phone must not continue a longer digit run ("1234-5678" groupings are joined by - and .).
 _PL = r"(^|[^0-9+\-.]|[^0-9+][\-.])"
 _PR = r"($|[^0-9\-.]|[\-.]$|[\-.][^0-9])"
-_P_INTL = r"\+[1-9][0-9]{0,2}(?:[ .\-]?\([0-9]{1,4}\))?[ .\-]?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,5}"
+_S = r"[ .\-]?"
+# National part of a +CC number: a group of 1-5 digits, then 1-5 groups of 2-5 (separators
+# optional), holding 6+ digits, so that the number has 7+ ('+4000元' is a price, not a phone).
+# The cases of 1-2 groups after the first are spelled out (RE2 cannot count digits).
+_NATIONAL = (
+    rf"(?:[0-9]{{1,5}}(?:{_S}[0-9]{{2,5}}){{3,5}}"
+    rf"|[0-9]{{2,5}}{_S}[0-9]{{2,5}}{_S}[0-9]{{2,5}}|[0-9]{_S}[0-9]{{3,5}}{_S}[0-9]{{2,5}}|[0-9]{_S}[0-9]{{2}}{_S}[0-9]{{3,5}}"
+    rf"|[0-9]{_S}[0-9]{{5}}|[0-9]{{2}}{_S}[0-9]{{4,5}}|[0-9]{{3}}{_S}[0-9]{{3,5}}|[0-9]{{4,5}}{_S}[0-9]{{2,5}})"
+)
+_P_INTL = rf"\+[1-9][0-9]{{0,2}}(?:{_S}\([0-9]{{1,4}}\))?{_S}{_NATIONAL}"
 _P_NANP = r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}"
 _P_CN_MOBILE = r"(?:\(?(?:\+|00)?86\)?[ \-]?)?1[3-9][0-9](?:[ \-]?[0-9]{4}){2}"
 _P_CN_LANDLINE = r"\(?0[0-9]{2,3}\)?-[0-9]{7,8}"
@@ -423,10 +476,79 @@ PHONE_RE = rf"{_PL}(?:{_P_INTL}|{_P_NANP}|{_P_CN_MOBILE}|{_P_CN_LANDLINE}){_PR}"
 _OCT = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = rf"{_OCT}(?:\.{_OCT}){{3}}"
 _H = r"[0-9a-fA-F]{1,4}"
-_IPV6 = rf"(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{1,6}}(?::{_H}){{1,6}})"
+# a group of 1-4 hex digits with at least one letter
+_HL = r"(?:[a-fA-F][0-9a-fA-F]{0,3}|[0-9][a-fA-F][0-9a-fA-F]{0,2}|[0-9]{2}[a-fA-F][0-9a-fA-F]?|[0-9]{3}[a-fA-F])"
+# full, or '::'-compressed with 3+ groups, or with 2 groups one of which has a hex letter
+# ('fe80::1'): '12::30' and '00::35' are times typed with a doubled colon
+_IPV6 = (
+    rf"(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{2,6}}(?::{_H}){{1,6}}|{_H}:(?::{_H}){{2,6}}"
+    rf"|{_HL}::{_H}|{_H}::{_HL})"
+)
 IP_RE = (
     rf"(^|[^0-9A-Za-z.]){_IPV4}($|[^0-9A-Za-z.]|\.$|\.[^0-9A-Za-z])"
     rf"|(^|[^0-9A-Za-z:]){_IPV6}($|[^0-9A-Za-z:])"
+)
+
+# QQ numbers (5-11 digits, no leading 0) and QQ group numbers, with their keyword: 'qq42950063',
+# '我的QQ是284210953', 'QQ群：123456', '加群8757013'. A leading 加/添加 goes with them (as the
+# ad-boilerplate pattern of clean.py would have removed it with the number).
+QQ_RE = (
+    r"(^|[^A-Za-z0-9])(?:"
+    r"(?:加我?|添加)?(?i:qq|扣扣)(?:群号?|号码?)?\s*(?:是|为|:|：)?\s*[1-9][0-9]{4,10}"
+    r"|加群号?\s*(?:是|为|:|：)?\s*[0-9]{5,12}"
+    r")($|[^0-9])"
+)
+
+
+def _shapes_re(shapes: set[str]) -> str:
+    """RE2 for the 'L' (letter) / 'D' (digit) shapes of a fixed length, as a prefix tree."""
+    width = len(next(iter(shapes)))
+    if width == 0:
+        return ""
+    if len(shapes) == 2**width:
+        return f"[A-Za-z0-9]{{{width}}}" if width > 1 else "[A-Za-z0-9]"
+    parts = []
+    for c, cls in (("L", "[A-Za-z]"), ("D", "[0-9]")):
+        rest = {x[1:] for x in shapes if x[0] == c}
+        if rest:
+            parts.append(cls + _shapes_re(rest))
+    return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+
+def _shapes(width: int) -> list[str]:
+    out = [""]
+    for _ in range(width):
+        out = [x + c for x in out for c in "LD"]
+    return out
+
+
+# Booking references. A 6-character record locator of letters and digits, but not a flight
+# number: an airline designator (2 characters, 1+ letter) and 4 digits ('UA1429', 'B61234').
+_LOCATOR_MIXED = _shapes_re({x for x in _shapes(6) if "L" in x[2:] and "D" in x})
+_LOCATOR_ALPHA = r"[A-Z]{6}"  # six capitals ('MKWLKR'); never lower-case words ('please')
+_TICKET_NO = r"[0-9]{3}[ \-]?[0-9]{10}"  # 13-digit e-ticket number ('016-2424965446')
+_BK_WS = r"[\s\x{A0}]"
+_BK_MARK = r"(?:#|:|\(|(?i:number|num|nbr|no\.?|code)(?:[\s\x{A0}#:.]))"
+# what may stand between a keyword and its code: spaces, '#', ':', '-', '(', "'s", 'number', 'is'
+_BK_SEP = rf"(?:{_BK_WS}|[#:\-(]|'s|(?i:number|num|nbr|no\.?|code|is|was)(?:{_BK_WS}|[#:.(]))*"
+_BK_SEP1 = rf"(?:{_BK_WS}|[#:\-(]){_BK_SEP}"  # at least one: the keyword ends there
+_BK_SEP_MARK = rf"{_BK_WS}*{_BK_MARK}{_BK_SEP}"  # with '#', ':', '(' or 'number'/'code'
+_KW_STRONG = r"(?i:confirmation|conf|pnr|record[\s\x{A0}]+locator|record[\s\x{A0}]+loc\.?|locator|reservation)"
+# the same written in lower or title case (PNR in any case): six capitals after an all-capitals
+# 'RESERVATION' are a shouted word ('RESERVATION STATUS'), unless a '#'/':'/'number' says otherwise
+_KW_STRONG_LOWER = r"(?:[Cc]onf(?:irmation)?|(?i:pnr)|[Rr]ecord[\s\x{A0}]+(?:[Ll]ocator|[Ll]oc\.?)|[Ll]ocator|[Rr]eservation)"
+_KW_WEAK = r"(?i:res|record)"  # only with a '#', ':' or 'number' ('res# ILC0HP', 'record number is ...')
+_KW_TICKET = r"(?i:e-?ticket|ticket|tkt)"
+# the next code of a list, after the previous one was replaced ('MQXC64 & MPWNC2'); six capitals
+# only after '&' or '/' ('G8CVWJ, PLEASE help' is not a list)
+_BK_CHAIN = rf"\[BOOKING\]{_BK_WS}*(?:&|/|,|\+|&amp;|(?i:and|or)){_BK_WS}*"
+_BK_CHAIN_ALPHA = rf"\[BOOKING\]{_BK_WS}*(?:&|/|&amp;){_BK_WS}*"
+# groups: 1 left context, 2/3 the keyword part (kept), 4 right context
+BOOKING_RE = (
+    r"(^|[^A-Za-z0-9_])(?:"
+    rf"({_KW_STRONG}{_BK_SEP1}|{_KW_WEAK}{_BK_SEP_MARK}|{_KW_TICKET}{_BK_SEP1}|{_BK_CHAIN})(?:{_LOCATOR_MIXED}|{_TICKET_NO})"
+    rf"|({_KW_STRONG_LOWER}{_BK_SEP1}|{_KW_STRONG}{_BK_SEP_MARK}|{_KW_WEAK}{_BK_SEP_MARK}|{_BK_CHAIN_ALPHA}){_LOCATOR_ALPHA}"
+    r")($|[^A-Za-z0-9])"
 )
 
 # Rows holding a run of 13+ digits (optionally grouped by single spaces/dashes): the only rows
@@ -618,11 +740,21 @@ def _regex_fn(
 
 
 def _phone_left(arr: pa.Array) -> np.ndarray:
-    return pii_candidates(arr)["phone"]
+    off, data = np_views(arr)
+    return _pii_candidates(arr, off, data, [], keywords=False)[0]["phone"]
 
 
 def _ip_left(arr: pa.Array) -> np.ndarray:
-    return pii_candidates(arr)["ip"]
+    off, data = np_views(arr)
+    return _pii_candidates(arr, off, data, [], keywords=False)[0]["ip"]
+
+
+def _qq_left(arr: pa.Array) -> np.ndarray:
+    return _np_bool(pc.match_substring_regex(arr, QQ_CANDIDATE_RE))
+
+
+def _booking_left(arr: pa.Array) -> np.ndarray:
+    return _np_bool(pc.match_substring_regex(arr, BOOKING_CANDIDATE_RE))
 
 
 def _counting_step(
@@ -667,6 +799,9 @@ def redact_core(
 
     step(cand["url"], _regex_fn(PERSON_URL_RE, r"\1[URL]"), ("[URL]",))
     step(cand["at"], _regex_fn(EMAIL_RE, "[EMAIL]"), ("[EMAIL]",))
+    # before the checksums: a 13-digit e-ticket number is a booking (whatever its Luhn digit);
+    # repeated for a list of codes, each after the previous one's placeholder
+    step(cand["booking"], _regex_fn(BOOKING_RE, r"\1\2\3[BOOKING]\4", repeat=3, still=_booking_left), ("[BOOKING]",))
     # rows changed so far may have lost digits: candidates stay a superset, which is fine
     long_ = cand["long"]
     if long_.any():
@@ -676,13 +811,16 @@ def redact_core(
         long_run[idx] = _np_bool(pc.match_substring_regex(sub, CHECKSUM_CANDIDATE_RE))
         step(long_run, _checksum_fn, ("[CN_ID]", "[CARD]"), exact=True)
     step(cand["ip"], _regex_fn(IP_RE, r"\1\3[IP]\2\4", repeat=3, still=_ip_left), ("[IP]",))
+    # before phones: 'QQ 13800138000' is a QQ number (the keyword says so)
+    step(cand["qq"], _regex_fn(QQ_RE, r"\1[QQ]\2", repeat=2, still=_qq_left), ("[QQ]",))
     # exact: the phone pattern could match a short '+1 23 45' outside the >= 7 digit rows
     step(cand["phone"], _regex_fn(PHONE_RE, r"\1[PHONE]\2", repeat=3, still=_phone_left), ("[PHONE]",), exact=True)
     return arr, counts, row_counts, touched
 
 
 def redact_pii(texts) -> RedactionResult:
-    """Replace PII with ``[EMAIL]``, ``[PHONE]``, ``[CN_ID]``, ``[CARD]``, ``[IP]``, ``[URL]``.
+    """Replace PII with ``[EMAIL]``, ``[PHONE]``, ``[CN_ID]``, ``[CARD]``, ``[IP]``, ``[URL]``,
+    ``[QQ]``, ``[BOOKING]``.
 
     Input: pyarrow string Array/ChunkedArray or pandas Series (nulls allowed). The text is
     redacted as given; use ``clean.clean_and_redact`` to decode HTML entities and fold

@@ -43,7 +43,7 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("rows_curated", pa.int64()),
         pa.field("rows_quarantined", pa.int64()),
         pa.field("rows_duplicate", pa.int64()),
-        *[pa.field(f"pii_{k}", pa.int64()) for k in ("email", "phone", "cn_id", "card", "ip", "url")],
+        *[pa.field(f"pii_{k}", pa.int64()) for k in ("email", "phone", "cn_id", "card", "ip", "url", "qq", "booking")],
         pa.field("error", pa.string()),
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
@@ -76,6 +76,9 @@ class Source:
     glob: str  # absolute
     schema: pa.Schema
     hive: bool = True
+    # files written before a column was added lack it: the typed empty relation is unioned in by
+    # name, so such a column reads NULL from them instead of not existing at all
+    evolving: bool = False
 
 
 # ``[!.]*``: never a hidden file. The project's atomic writers put in-progress data in hidden
@@ -91,7 +94,7 @@ def sources(settings: Settings) -> dict[str, Source]:
     items = [
         Source("curated", str(d.curated_dir / "ds=*" / PARQUET), CURATED_SCHEMA),
         Source("quarantine", str(d.quarantine_dir / "ds=*" / PARQUET), QUARANTINE_SCHEMA),
-        Source("ledger", str(d.ledger_dir / "ds=*" / PARQUET), LEDGER_SCHEMA),
+        Source("ledger", str(d.ledger_dir / "ds=*" / PARQUET), LEDGER_SCHEMA, evolving=True),
         Source("scores", str(d.scores_dir / "ds=*" / PARQUET), SCORES_SCHEMA),
         Source("score_rejections", str(d.scores_dir / "_rejected" / "ds=*" / PARQUET), REJECTED_SCHEMA),
         Source("model_versions", str(registry_snapshot_dir(d) / "model_versions-*.parquet"), MODEL_VERSIONS_SCHEMA, hive=False),
@@ -139,8 +142,10 @@ def has_files(source: Source) -> bool:
 
 def source_sql(source: Source) -> str:
     """The FROM-clause relation for a source: its Parquet glob, or a typed empty relation."""
+    cols = ", ".join(f"CAST(NULL AS {duckdb_type(f.type)}) AS {f.name}" for f in source.schema)
+    empty = f"(SELECT {cols} LIMIT 0)"
     if has_files(source):
         hive = "true" if source.hive else "false"
-        return f"read_parquet({_quote(source.glob)}, hive_partitioning={hive}, union_by_name=true)"
-    cols = ", ".join(f"CAST(NULL AS {duckdb_type(f.type)}) AS {f.name}" for f in source.schema)
-    return f"(SELECT {cols} LIMIT 0)"
+        files = f"read_parquet({_quote(source.glob)}, hive_partitioning={hive}, union_by_name=true)"
+        return f"(SELECT * FROM {files} UNION ALL BY NAME SELECT * FROM {empty})" if source.evolving else files
+    return empty

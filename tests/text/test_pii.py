@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pandas as pd
 import pyarrow as pa
@@ -221,6 +222,63 @@ ipv6_short = st.tuples(st.lists(hex_group, min_size=2, max_size=3), st.lists(hex
 )
 ips = st.one_of(ipv4, ipv4, ipv6_full, ipv6_short)
 
+# QQ numbers -------------------------------------------------------------------------------
+@st.composite
+def qq_numbers(draw):
+    number = draw(st.sampled_from("123456789")) + draw(digits(draw(st.integers(4, 10))))
+    fmt = draw(
+        st.sampled_from(
+            ["qq{n}", "QQ{n}", "QQ {n}", "Qq:{n}", "QQ号{n}", "QQ号：{n}", "QQ号码 {n}", "QQ是{n}", "QQ为 {n}",
+             "扣扣{n}", "扣扣号:{n}", "QQ群{n}", "QQ群号 {n}", "加QQ {n}", "加我qq{n}", "添加QQ群：{n}", "加群{n}", "加群号:{n}"]
+        )
+    )  # fmt: skip
+    return fmt.format(n=number)
+
+
+# airline booking references ------------------------------------------------------------------
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# record locators of letters and digits: a letter after the first two characters (else it
+# could be a flight number, 'UA1429') and a digit somewhere
+_LOCATOR_SHAPES = [s for s in ("".join(t) for t in itertools.product("LD", repeat=6)) if "L" in s[2:] and "D" in s]
+
+
+@st.composite
+def locator_codes(draw):
+    shape = draw(st.sampled_from(_LOCATOR_SHAPES))
+    code = "".join(draw(st.sampled_from(_UPPER if c == "L" else "0123456789")) for c in shape)
+    return code.lower() if draw(st.integers(0, 4)) == 0 else code
+
+
+@st.composite
+def booking_references(draw):
+    """(keyword part that stays, code that becomes [BOOKING])."""
+    kind = draw(st.sampled_from(["mixed", "alpha", "ticket"]))
+    if kind == "mixed":
+        kept = draw(st.sampled_from(
+            ["confirmation # ", "Confirmation number: ", "conf#", "Conf # ", "ConF# ", "PNR ", "pnr: ", "record locator ",
+             "Record Locator: ", "locator ", "reservation ", "reservation is ", "Reservation # ", "res# ", "RES # ",
+             "record number is ", "conf code: ", "CONFIRMATION ", "Conf #'s ", "reservation (", "confirmation no. "]
+        ))  # fmt: skip
+        return kept, draw(locator_codes())
+    if kind == "alpha":
+        kept = draw(st.sampled_from(
+            ["confirmation # ", "Conf ", "PNR ", "record locator ", "reservation is ", "RESERVATION # ", "res# ",
+             "record number ", "locator: ", "Record loc. is ", "CONF: ", "confirmation code "]
+        ))  # fmt: skip
+        return kept, "".join(draw(st.lists(st.sampled_from(_UPPER), min_size=6, max_size=6)))
+    kept = draw(st.sampled_from(["ticket # ", "Ticket ", "e-ticket # ", "eticket: ", "ticket number ", "ticket - ", "RES # ", "TKT "]))
+    number = draw(st.sampled_from(["0", "1", "2", "6", "7"])) + draw(digits(12))
+    return kept, (number if draw(st.booleans()) else f"{number[:3]}-{number[3:]}")
+
+
+@st.composite
+def embedded_bookings(draw):
+    """(text, expected): a booking reference in filler, and the same with its code replaced."""
+    kept, code = draw(booking_references())
+    text, pre, _, suf = draw(embedded(st.just(kept + code)))
+    return text, pre + kept + "[BOOKING]" + suf
+
+
 # person URLs ------------------------------------------------------------------------------
 _name = st.builds(
     lambda a, b, c: a + b + c,
@@ -281,7 +339,24 @@ def test_person_urls_are_redacted(samples):
     _check_redacted(samples, "[URL]")
 
 
+@SETTINGS
+@given(st.lists(embedded(qq_numbers()), min_size=1, max_size=3))
+def test_qq_numbers_are_redacted(samples):
+    _check_redacted(samples, "[QQ]")
+
+
+@SETTINGS
+@given(st.lists(embedded_bookings(), min_size=1, max_size=3))
+def test_booking_references_are_redacted(samples):
+    """The code (record locator or e-ticket number) becomes [BOOKING]; the keyword stays."""
+    res = redact_pii(pa.array([text for text, _ in samples]))
+    assert res.text.to_pylist() == [expected for _, expected in samples]
+    assert res.counts["BOOKING"] == sum(res.counts.values()) == len(samples)
+    assert res.row_counts.to_pylist() == [1] * len(samples)
+
+
 _TAGGED_PII = st.one_of(
+    qq_numbers().map(lambda t: ("QQ", t)),
     emails().map(lambda t: ("EMAIL", t)),
     phones.map(lambda t: ("PHONE", t)),
     card_numbers().map(lambda t: ("CARD", t)),
@@ -352,9 +427,25 @@ def order_numbers(draw):
     return draw(st.sampled_from(["订单号{}", "order #{}", "Order No. {}", "{}"])).format(draw(digits(length)))
 
 
+@st.composite
+def travel_and_lookalikes(draw):
+    """Flight numbers, booking words without a code, times typed with a doubled colon, '+'
+    before a short number (a price or a difference)."""
+    n4, n3 = draw(digits(4)), draw(st.integers(1, 999))
+    h, m = draw(st.integers(0, 23)), draw(st.integers(0, 59))
+    return draw(
+        st.sampled_from(
+            [f"UA{n4}", f"flight {n4}", f"flight UA{n4}", f"AA {n3}", f"B6{n4}", f"DL{n3}", f"my reservation UA{n4}",
+             f"conf for flight UA{n4}", "confirmation email", "RESERVATION STATUS", "the record is the WORST",
+             f"ticket price ${n3}.99", f"reservation for {n3 % 9 + 1}", f"{h:02d}::{m:02d}", f"凌晨{h:02d}::{m:02d}的航班",
+             f"+{n3}元", f"+{draw(st.integers(1000, 99999))}元", f"QQ{2000 + n3 % 30}", f"qq {n3}", f"加群 {n3}"]
+        )
+    )  # fmt: skip
+
+
 survivors = st.one_of(
     prices(), dates_and_times(), product_codes(), quantities(), order_numbers(),
-    card_numbers(valid=False), cn_ids(valid=False),
+    card_numbers(valid=False), cn_ids(valid=False), travel_and_lookalikes(),
 )  # fmt: skip
 
 
@@ -362,9 +453,13 @@ survivors = st.one_of(
 @given(st.lists(embedded(survivors), min_size=1, max_size=3))
 def test_non_pii_numbers_survive(samples):
     """Prices, dates, times, SKUs, quantities, short order numbers, Luhn-invalid cards and IDs
-    with a wrong check digit come back byte for byte, alone and several in one row."""
+    with a wrong check digit, flight numbers, booking words without a code, '12::30' and
+    '+4000元' come back byte for byte, alone and several in one row (where the row holds the
+    7+ digits that make it a phone candidate). They are joined by ', ': joined by a space alone,
+    an invalid card and a price ('4000 0265 99901' + '292.2元') are one digit run that may pass
+    Luhn, rightly a [CARD]."""
     texts = [s[0] for s in samples]
-    texts.append(" ".join(texts))
+    texts.append(", ".join(texts))
     res = redact_pii(pa.array(texts))
     assert res.text.to_pylist() == texts
     assert sum(res.counts.values()) == 0
@@ -404,6 +499,28 @@ CASES = [
     ("2024-03-15 2024年3月15日 15/03/2024 12:30 x3 2 件 qty 12 85% 2023", "2024-03-15 2024年3月15日 15/03/2024 12:30 x3 2 件 qty 12 85% 2023"),
     ("order 2024031512 and 123456789012", "order 2024031512 and 123456789012"),
     ("tel:010-12345678", "tel:[PHONE]"),
+    # QQ numbers and groups, with their keyword
+    ("需要的联系我呗qq42950063", "需要的联系我呗[QQ]"),
+    ("我的QQ是284210953 敬待回复", "我的[QQ] 敬待回复"),
+    ("QQ339546 有使用的朋友一起交流", "[QQ] 有使用的朋友一起交流"),
+    ("有问题的可以加群8757013咨询", "有问题的可以[QQ]咨询"),
+    ("QQ 13800138000 或 qq12345,qq67890", "[QQ] 或 [QQ],[QQ]"),
+    ("QQ2013版本 QQ音乐 qq 1234 加群 0571", "QQ2013版本 QQ音乐 qq 1234 加群 0571"),
+    # airline booking references (the keyword stays) and what is not one
+    ("confirmation # G8CVWJ - please", "confirmation # [BOOKING] - please"),
+    ("PNR A3ZZ0F. Why am I", "PNR [BOOKING]. Why am I"),
+    ("ConF# ILC0HP and res# ILC0HP", "ConF# [BOOKING] and res# [BOOKING]"),
+    ("ticket # 0162424965446 please refund", "ticket # [BOOKING] please refund"),
+    ("e-ticket # 016-2389030167, RES # 0167560070877", "e-ticket # [BOOKING], RES # [BOOKING]"),
+    ("Conf #'s MQXC64 & MPWNC2. conf code: F6DK04 / XZMSCW", "Conf #'s [BOOKING] & [BOOKING]. conf code: [BOOKING] / [BOOKING]"),
+    ("reservation (FEHQNE) | record loc. is KYBILC.", "reservation ([BOOKING]) | record loc. is [BOOKING]."),
+    ("conf # G8CVWJ, PLEASE help", "conf # [BOOKING], PLEASE help"),
+    ("flight UA1429, flight 3456, my reservation UA1429, $123.45 on 2015-02-21", "flight UA1429, flight 3456, my reservation UA1429, $123.45 on 2015-02-21"),
+    ("MY RESERVATION STATUS; the record is the WORST; CONFERENCE 0162424965446", "MY RESERVATION STATUS; the record is the WORST; CONFERENCE 0162424965446"),
+    # times with a doubled colon are not IPv6; a short '+number' is not a phone
+    ("凌晨00::35的航班, 12::30", "凌晨00::35的航班, 12::30"),
+    ("fe80::1, 2001:db8::1, ab::12", "[IP], [IP], [IP]"),
+    ("手机+4000元的PDA, 2024-03-15", "手机+4000元的PDA, 2024-03-15"),
     ("already [EMAIL] here", "already [EMAIL] here"),
     ("", ""),
 ]
@@ -424,7 +541,7 @@ def test_inputs_types_nulls_and_counts():
         assert res.text.to_pylist() == ["[EMAIL]", None, "[PHONE] and [PHONE]", "plain"]
         assert res.row_counts.type == pa.int32()
         assert res.row_counts.to_pylist() == [1, 0, 2, 0]
-        assert res.counts == {"EMAIL": 1, "PHONE": 2, "CN_ID": 0, "CARD": 0, "IP": 0, "URL": 0}
+        assert res.counts == {"EMAIL": 1, "PHONE": 2, "CN_ID": 0, "CARD": 0, "IP": 0, "URL": 0, "QQ": 0, "BOOKING": 0}
     empty = redact_pii(pa.array([], type=pa.string()))
     assert len(empty.text) == 0 and len(empty.row_counts) == 0 and set(empty.counts) == set(PII_TYPES)
 
@@ -437,8 +554,34 @@ def test_chunked_processing_matches(monkeypatch):
     monkeypatch.setattr(pii, "CHUNK_BYTES", 1000)
     small = redact_pii(pa.array(texts))
     assert small.text.equals(whole.text)
-    assert small.counts == whole.counts == {"EMAIL": 300, "PHONE": 300, "CN_ID": 0, "CARD": 300, "IP": 0, "URL": 0}
+    assert small.counts == whole.counts == {"EMAIL": 300, "PHONE": 300, "CN_ID": 0, "CARD": 300, "IP": 0, "URL": 0, "QQ": 0, "BOOKING": 0}
     assert small.row_counts.equals(whole.row_counts)
+
+
+def test_fullwidth_times_and_plus_prices_are_not_pii_after_folding():
+    """clean_and_redact folds '：' and '＋' before redaction: a time typed '00：:35' became
+    '00::35' ([IP] before), and '＋4000元' became '+4000元' ([PHONE] before, in a row with 7+
+    digits elsewhere). A real full-width phone still is one."""
+    from fbk_tasks.text.clean import clean_and_redact
+
+    texts = ["凌晨00：:35的航班", "手机＋4000元的PDA，2024年03月15日买的", "电话＋86 138 0013 8000", "加ＱＱ：２８４２１０９５３"]
+    res = clean_and_redact(pa.array(texts))
+    assert res.text.to_pylist() == ["凌晨00::35的航班", "手机+4000元的PDA,2024年03月15日买的", "电话[PHONE]", "[QQ]"]
+    assert res.row_counts.to_pylist() == [0, 0, 1, 1]
+    assert res.counts["PHONE"] == res.counts["QQ"] == 1 and res.counts["IP"] == 0
+
+
+def test_new_types_chunked_and_counted_per_row(monkeypatch):
+    import fbk_tasks.text.pii as pii
+
+    texts = [f"row {i} QQ号 {284210953 + i} conf # G8CV{i % 10}J ticket 016242496{i % 10}446" for i in range(300)] + [None]
+    whole = redact_pii(pa.array(texts))
+    monkeypatch.setattr(pii, "CHUNK_BYTES", 1000)
+    small = redact_pii(pa.array(texts))
+    assert small.text.equals(whole.text) and small.row_counts.equals(whole.row_counts)
+    assert small.counts == whole.counts == {**dict.fromkeys(PII_TYPES, 0), "QQ": 300, "BOOKING": 600}
+    assert whole.text[0].as_py() == "row 0 [QQ] conf # [BOOKING] ticket [BOOKING]"
+    assert whole.row_counts.to_pylist() == [3] * 300 + [0]
 
 
 def test_checksum_helpers():

@@ -286,3 +286,29 @@ def test_score_coverage_says_what_the_sentiment_marts_cover(settings):
     run_scoring(settings, scored_at=dt.datetime(2026, 5, 3, tzinfo=dt.timezone.utc))  # the empty text is rejected
     rows = query(settings, "SELECT ds, n_curated, n_scored, n_rejected, n_unscored FROM score_coverage ORDER BY ds")[1]
     assert rows == [(dt.date(2026, 5, 1), 4, 4, 0, 0), (dt.date(2026, 5, 2), 3, 2, 1, 0)]
+
+
+def test_ledger_rows_written_before_a_pii_type_existed_still_read(settings):
+    """QQ numbers and booking references became PII types after ledgers were written: those
+    files lack pii_qq/pii_booking, and a lake holding only such files must still build, with
+    NULL there and pii_total over what they counted."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from fbk_tasks.io.atomic import write_parquet
+    from fbk_tasks.score.testing import write_ledger
+    from fbk_tasks.warehouse.sources import LEDGER_SCHEMA
+
+    old_schema = pa.schema([f for f in LEDGER_SCHEMA if f.name not in ("pii_qq", "pii_booking")])
+    t0 = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    row = {f.name: 0 for f in old_schema if pa.types.is_integer(f.type)}
+    row.update(run_id="old", ds="2026-05-01", source="test", source_file="old.csv", file_sha256="1" * 64, status="ingested",
+               pii_email=2, error=None, started_at=t0, finished_at=t0)
+    write_parquet(pa.Table.from_pylist([row], schema=old_schema), settings.ledger_dir / "ds=2026-05-01" / "old-1.parquet")
+    build_warehouse(settings)
+    assert query(settings, "SELECT pii_qq, pii_booking, pii_total FROM ingest_ledger")[1] == [(None, None, 2)]
+    write_ledger(settings, "2026-05-02")  # a new file beside it: the new columns read from it
+    build_warehouse(settings)
+    assert query(settings, "SELECT ds, pii_qq, pii_total FROM ingest_ledger ORDER BY ds")[1] == [
+        (dt.date(2026, 5, 1), None, 2), (dt.date(2026, 5, 2), 0, 1)]

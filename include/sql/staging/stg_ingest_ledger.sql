@@ -17,6 +17,8 @@ SELECT
     CAST(pii_card AS BIGINT)            AS pii_card,
     CAST(pii_ip AS BIGINT)              AS pii_ip,
     CAST(pii_url AS BIGINT)             AS pii_url,
+    CAST(pii_qq AS BIGINT)              AS pii_qq,           -- NULL in ledger rows written before QQ was a type
+    CAST(pii_booking AS BIGINT)         AS pii_booking,      -- the same for booking references
     CAST(error AS VARCHAR)              AS error,
     CAST(started_at AS TIMESTAMPTZ)     AS started_at,
     CAST(finished_at AS TIMESTAMPTZ)    AS finished_at
