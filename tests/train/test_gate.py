@@ -74,6 +74,13 @@ def test_worse_candidate_is_refused_with_tags(train_env):
     assert float(tags["fbk.gate.candidate_f1"]) < float(tags["fbk.gate.champion_f1"])
     assert tags["fbk.gate.golden_sha256"] == current_golden(s).sha256
     assert _aliases(s) == {"champion": first["version"], "challenger": worse["version"]}
+    # the gate refreshed the warehouse: the verdicts are there, typed, without a scoring run
+    from fbk_tasks.warehouse.query import query
+
+    rows = query(s, "SELECT model_version, candidate, gate_verdict, golden_macro_f1, gate_at IS NOT NULL FROM model_versions "
+                    "ORDER BY model_version")[1]
+    assert rows == [(int(first["version"]), "baseline", "promoted", pytest.approx(first["golden_macro_f1"], abs=1e-6), True),
+                    (int(worse["version"]), "baseline", "refused", pytest.approx(float(tags["fbk.gate.candidate_f1"])), True)]
 
 
 def _champion_and_better_candidate(s, gate_first: bool = True) -> tuple[dict, dict]:

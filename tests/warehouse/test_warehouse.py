@@ -32,7 +32,7 @@ def test_empty_lake_builds_typed_empty_views(settings):
         assert query(settings, f"SELECT count(*) FROM {view}")[1] == [(0,)], view
     types = dict((r[0], r[1]) for r in query(settings, "DESCRIBE review_scores")[1])
     assert types["rating"] == "TINYINT" and types["model_version"] == "BIGINT"
-    assert types["scored_at"] == "TIMESTAMP WITH TIME ZONE" and types["ds"] == "DATE"
+    assert types["scored_at"] == "TIMESTAMP WITH TIME ZONE" and types["ds"] == "DATE" and types["created_date"] == "DATE"
     types = dict((r[0], r[1]) for r in query(settings, "DESCRIBE daily_product_sentiment")[1])
     assert types["share_negative"] == "DOUBLE" and types["n_negative"] == "BIGINT"
     # no temp files left next to the warehouse
@@ -266,6 +266,21 @@ def test_the_readme_example_queries_run(settings):
     build_warehouse(settings)
     for sql in statements:
         query(settings, sql)
+
+
+def test_created_date_is_the_utc_day_in_any_session_time_zone(settings):
+    """Analysts opening the warehouse with DuckDB directly bucket created_at in their own time
+    zone (a review at 00:00 UTC is the day before in Los Angeles); created_date is the UTC day."""
+    import datetime as dt
+
+    _score_lake(settings)  # reviews created at 2026-05-01 00:00 UTC
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'America/Los_Angeles'")
+        rows = con.execute("SELECT DISTINCT created_date, CAST(created_at AS DATE) FROM review_scores").fetchall()
+    finally:
+        con.close()
+    assert rows == [(dt.date(2026, 5, 1), dt.date(2026, 4, 30))]
 
 
 def test_score_coverage_says_what_the_sentiment_marts_cover(settings):

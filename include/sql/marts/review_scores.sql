@@ -16,6 +16,7 @@ SELECT
     r.language,
     r.source,
     r.created_at,
+    CAST(timezone('UTC', r.created_at) AS DATE) AS created_date,  -- the review's UTC day, whatever the session's time zone
     r.review_text,
     s.model_name,
     s.model_version,
