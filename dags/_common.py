@@ -31,15 +31,8 @@ def on_run_failure(context) -> None:
 
 
 def run_timeout(name: str) -> timedelta | None:
-    """``schedule.<name>_timeout_minutes`` as a ``dagrun_timeout``, read when the DAG file is
-    parsed; its default when the settings do not load."""
-    settings = parse_time_settings()
-    if settings is None:
-        from fbk_tasks.settings import ScheduleSettings
-
-        minutes = getattr(ScheduleSettings(), f"{name}_timeout_minutes")
-    else:
-        minutes = getattr(settings.schedule, f"{name}_timeout_minutes")
+    """``schedule.<name>_timeout_minutes`` as a ``dagrun_timeout``, read when the DAG file is parsed."""
+    minutes = getattr(parse_time_settings().schedule, f"{name}_timeout_minutes")
     return timedelta(minutes=minutes) if minutes else None
 
 
@@ -53,26 +46,20 @@ DEFAULT_ARGS = {
 
 
 def parse_time_settings():
-    """Settings for the few choices a DAG makes when it is parsed (schedules, queue routing, deadline).
-    A settings problem must not break parsing: None here, and the tasks then fail with the
-    real message when they load the settings themselves."""
-    try:
-        from fbk_tasks.settings import load_settings
+    """Settings for the few choices a DAG makes when it is parsed (schedules, timeouts, queue
+    routing, deadline). A settings problem must not break parsing: the defaults here, and the
+    tasks then fail with the real message when they load the settings themselves."""
+    from fbk_tasks.settings import Settings, load_settings
 
+    try:
         return load_settings()
     except Exception:
-        return None
+        return Settings.model_construct()  # every default, nothing read from the environment
 
 
 def schedule_cron(name: str) -> str:
-    """``schedule.<name>`` (a cron in UTC) of the settings, read when the DAG file is parsed; its
-    default when the settings do not load (the tasks then fail with the settings' own message)."""
-    settings = parse_time_settings()
-    if settings is None:
-        from fbk_tasks.settings import ScheduleSettings
-
-        return getattr(ScheduleSettings(), name)
-    return getattr(settings.schedule, name)
+    """``schedule.<name>`` (a cron in UTC) of the settings, read when the DAG file is parsed."""
+    return getattr(parse_time_settings().schedule, name)
 
 
 def is_backfill(context) -> bool:

@@ -56,8 +56,7 @@ def _deadline():
     event starts (the ones that score the night) have no logical date, and while one hangs
     `max_active_runs=1` keeps the cron run from being created at all, so only a deadline of its
     own catches it. Read at parse time, as the schedule is."""
-    settings = parse_time_settings()
-    minutes = settings.score.deadline_minutes if settings else None
+    minutes = parse_time_settings().score.deadline_minutes
     if not minutes:
         return None
     from airflow.sdk.definitions.callback import AsyncCallback
@@ -68,16 +67,6 @@ def _deadline():
         interval=dt.timedelta(minutes=minutes),
         callback=AsyncCallback("fbk_tasks.alerts.deadline_missed", kwargs={"message": f"feedback_score not finished {minutes:g} min after it was queued"}),
     )
-
-
-def _parallel_shards() -> int:
-    """``score.max_parallel_shards``: the most score_shard tasks of a run at once (parse time)."""
-    settings = parse_time_settings()
-    if settings is None:
-        from fbk_tasks.settings import ScoreSettings
-
-        return ScoreSettings().max_parallel_shards
-    return settings.score.max_parallel_shards
 
 
 def _run_scored_at() -> tuple[str, str]:
@@ -145,7 +134,7 @@ def feedback_score():
         )
         return [[s.to_dict() for s in group] for group in group_specs(specs, settings.score.max_mapped_tasks)]
 
-    @task(max_active_tis_per_dagrun=_parallel_shards())
+    @task(max_active_tis_per_dagrun=parse_time_settings().score.max_parallel_shards)
     def score_shard(shards: list[dict]) -> list[dict]:
         from fbk_tasks.score.plan import ShardSpec
         from fbk_tasks.score.run import score_shards

@@ -46,8 +46,7 @@ CHAMPION_MODEL = Asset("champion_model")
 
 def _gpu_queue() -> str | None:
     """Read at parse time, as the schedule is: where the transformer task runs."""
-    settings = parse_time_settings()
-    return settings.train.gpu_queue if settings else None
+    return parse_time_settings().train.gpu_queue
 
 
 @task
