@@ -71,6 +71,19 @@ def resolve_champion(settings: Settings) -> ModelRef:
     return ModelRef(name=name, version=version, run_id=mv.run_id, uri=f"models:/{name}/{version}")
 
 
+def served_version_before(settings: Settings) -> int | None:
+    """The version the newest registry snapshot records as served (None: no snapshot yet)."""
+    import pyarrow.parquet as pq
+
+    from fbk_tasks.warehouse.sources import registry_snapshot_dir
+
+    snapshots = sorted(registry_snapshot_dir(settings).glob("model_versions-*.parquet"))
+    if not snapshots:
+        return None
+    served = pq.read_table(snapshots[-1], columns=["served_version"]).column("served_version").drop_null()
+    return int(served[0].as_py()) if len(served) else None
+
+
 def _ts_ms(ms: int | None) -> _dt.datetime | None:
     return None if ms is None else _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from fbk_tasks.schema import SENTIMENT_CLASSES
 from fbk_tasks.score.plan import ShardSpec, duckdb_connection, output_files, partition_output_files, plan_shards, prune_plans
-from fbk_tasks.score.registry import ModelRef, resolve_champion, snapshot_registry
+from fbk_tasks.score.registry import ModelRef, resolve_champion, served_version_before, snapshot_registry
 from fbk_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -715,19 +715,6 @@ def finalize_run(settings: Settings, specs: list[ShardSpec], results: list[Shard
     if build:
         summary["warehouse"] = str(build_warehouse(settings))
     return summary
-
-
-def served_version_before(settings: Settings) -> int | None:
-    """The version the newest registry snapshot records as served (None: no snapshot yet)."""
-    import pyarrow.parquet as pq
-
-    from fbk_tasks.warehouse.sources import registry_snapshot_dir
-
-    snapshots = sorted(registry_snapshot_dir(settings).glob("model_versions-*.parquet"))
-    if not snapshots:
-        return None
-    served = pq.read_table(snapshots[-1], columns=["served_version"]).column("served_version").drop_null()
-    return int(served[0].as_py()) if len(served) else None
 
 
 def refresh_warehouse(settings: Settings, registry: bool = False) -> Path | None:
