@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, precision_recall_fscore_support
+
+if TYPE_CHECKING:
+    from fbk_tasks.settings import TrainSettings
 
 SLICE_COLUMNS = ("product_category", "language")
 
@@ -127,6 +131,11 @@ def evaluate(
         classes=list(labels),
         report=classification_report(y_true, y_pred, labels=labels, digits=4, zero_division=0),
     )
+
+
+def evaluate_as_configured(train: TrainSettings, frame: pd.DataFrame, proba: np.ndarray, classes: list[str]) -> Evaluation:
+    """:func:`evaluate` with the ``train.*`` settings that shape it (slice sizes, ECE bins)."""
+    return evaluate(frame, proba, classes, train.min_slice_rows, train.ece_bins, train.min_slice_class_rows)
 
 
 def predictions_to_proba(pred: pd.DataFrame, classes: list[str]) -> np.ndarray:

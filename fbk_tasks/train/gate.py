@@ -25,7 +25,7 @@ import pandas as pd
 from fbk_tasks.settings import Settings
 from fbk_tasks.train import registry
 from fbk_tasks.train.data import current_golden
-from fbk_tasks.train.evaluate import Evaluation, evaluate, predictions_to_proba
+from fbk_tasks.train.evaluate import Evaluation, evaluate_as_configured, predictions_to_proba
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def score_on_golden(settings: Settings, uri: str, golden: pd.DataFrame) -> tuple
     pred = model.predict(pd.DataFrame({"text": golden["text"].tolist()}))
     classes = _classes_of(pred)
     t = settings.train
-    return evaluate(golden, predictions_to_proba(pred, classes), classes, t.min_slice_rows, t.ece_bins, t.min_slice_class_rows), pred
+    return evaluate_as_configured(t, golden, predictions_to_proba(pred, classes), classes), pred
 
 
 def _logged_predictions(settings: Settings, run_id: str, dst: Path) -> Path:
@@ -119,7 +119,7 @@ def gate_candidates(settings: Settings, registered: list[dict[str, Any]]) -> dic
             pred_path = _logged_predictions(settings, c["run_id"], Path(tmp) / v)
             pred = pd.read_parquet(pred_path).set_index("review_id").loc[golden["review_id"]].reset_index()
             classes = _classes_of(pred)
-            evals[v] = (evaluate(golden, predictions_to_proba(pred, classes), classes, t.min_slice_rows, t.ece_bins, t.min_slice_class_rows), pred_path)
+            evals[v] = (evaluate_as_configured(t, golden, predictions_to_proba(pred, classes), classes), pred_path)
 
         kinds = {c["version"]: c["candidate"] for c in registered}
         ranked = sorted(evals, key=lambda v: (-round(evals[v][0].macro_f1, 6), CANDIDATE_PREFERENCE.get(kinds[v], 9), int(v)))

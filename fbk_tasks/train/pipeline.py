@@ -19,7 +19,7 @@ import pandas as pd
 from fbk_tasks.settings import Settings, redact_uri
 from fbk_tasks.train import registry
 from fbk_tasks.train.data import PreparedData, TrainingDataError, prepare_training_data, row_weights
-from fbk_tasks.train.evaluate import Evaluation, evaluate, plot_confusion
+from fbk_tasks.train.evaluate import Evaluation, evaluate_as_configured, plot_confusion
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,12 @@ def train_candidate(settings: Settings, prepared_dir: str, candidate: str, base_
                            steps=res.steps, epochs_run=res.epochs_run, best_epoch=res.best_epoch,
                            seconds_per_epoch=sum(res.epoch_seconds) / max(len(res.epoch_seconds), 1))
         mlflow.log_metrics(metrics)
-        dev_ev = evaluate(dev, proba(dev["text"]), classes, t.min_slice_rows, t.ece_bins, t.min_slice_class_rows)
+        dev_ev = evaluate_as_configured(t, dev, proba(dev["text"]), classes)
         _log_evaluation(dev_ev, "dev", work)
         start = time.perf_counter()
         golden_proba = proba(golden["text"])
         mlflow.log_metric("golden_predict_rows_per_second", len(golden) / max(time.perf_counter() - start, 1e-9))
-        golden_ev = evaluate(golden, golden_proba, classes, t.min_slice_rows, t.ece_bins, t.min_slice_class_rows)
+        golden_ev = evaluate_as_configured(t, golden, golden_proba, classes)
         _log_evaluation(golden_ev, "golden", work)
         preds = output_frame(golden_proba, classes)
         preds.insert(0, "review_id", golden["review_id"].to_numpy())
