@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-uri", required=True)
     ap.add_argument("--golden", required=True, type=Path)
     ap.add_argument("--expected", required=True, type=Path)
-    # from the environment by default: a store URI may carry a password, which argv shows in `ps`
-    ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    ap.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"))
+    # without them MLflow reads MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI itself (what the gate
+    # passes: a store URI may carry a password, which argv shows in `ps`)
+    ap.add_argument("--tracking-uri")
+    ap.add_argument("--registry-uri")
     ap.add_argument("--atol", type=float, default=ATOL)
     args = ap.parse_args(argv)
 
