@@ -129,7 +129,16 @@ LINK_RE = rf"(?i:(?:我在(?:这里)?[:：]\s*)?(?:{_LINK}))"
 # phrase goes, the placeholder is written back (a capturing group, see AD_REPLACEMENT).
 _KEEP_PLACEHOLDER = rf"(\[(?:{'|'.join(re.escape(t) for t in PII_TYPES)})\])"
 # A contact id: WeChat ids start with a letter (5-20 chars here), QQ numbers are 5-12 digits.
-_CONTACT_ID = r"(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})"
+_LETTER_ID = r"[A-Za-z][A-Za-z0-9_\-]{4,19}"
+_DIGIT_ID = r"[0-9]{5,12}"
+_CONTACT_ID = rf"(?:{_LETTER_ID}|{_DIGIT_ID})"
+
+
+def _bare_v(v: str) -> str:
+    """A bare V ('加V', '+V') and its id: a letter id only when separated ('加VIP' is no ad), or digits."""
+    return rf"{v}(?:\s*[:：]\s*|\s+){_LETTER_ID}|{v}\s*[:：]?\s*{_DIGIT_ID}"
+
+
 _WECHAT = r"(?:微信|薇信|威信|徽信|[vV]信|[vV][xX]|[wW][xX]|[wW]eixin|[wW]e[cC]hat)"
 # English calls to action count only right before a link (or a redacted one): without it,
 # 'click here', 'buy now' are what customers write ("I could not buy now, site kept crashing").
@@ -145,8 +154,7 @@ AD_PATTERNS: tuple[tuple[str, str, str], ...] = (
         "add me on WeChat/QQ + id",
         r"(?:加|添加|加我|联系)\s*(?:"
         rf"(?:{_WECHAT}|QQ|qq|扣扣)(?:号|群号?)?\s*[:：]?\s*{_CONTACT_ID}"
-        r"|[vV](?:\s*[:：]\s*|\s+)[A-Za-z][A-Za-z0-9_\-]{4,19}"  # bare V + letter id: separated
-        r"|[vV]\s*[:：]?\s*[0-9]{5,12}"
+        rf"|{_bare_v('[vV]')}"
         rf"|(?:{_WECHAT}|QQ|qq|扣扣|[vV])(?:号|群号?)?\s*[:：]?\s*{_KEEP_PLACEHOLDER}"
         r")",
         "加微信 abc123 / 加V abc12345 / 加V:12345678 / 加QQ 12345678",
@@ -154,9 +162,8 @@ AD_PATTERNS: tuple[tuple[str, str, str], ...] = (
     (
         "+V / +微信 shorthand + id",
         r"\+(?:"
-        r"(?:微信|[vV]信|[vV][xX]|[wW][xX])\s*[:：]?\s*(?:[A-Za-z][A-Za-z0-9_\-]{4,19}|[0-9]{5,12})"
-        r"|V(?:\s*[:：]\s*|\s+)[A-Za-z][A-Za-z0-9_\-]{4,19}"
-        r"|V\s*[:：]?\s*[0-9]{5,12}"
+        rf"(?:微信|[vV]信|[vV][xX]|[wW][xX])\s*[:：]?\s*{_CONTACT_ID}"
+        rf"|{_bare_v('V')}"
         rf"|(?:微信|[vV]信|[vV][xX]|[wW][xX]|V)\s*[:：]?\s*{_KEEP_PLACEHOLDER}"
         r")",
         "+V abc123",
